@@ -1,0 +1,121 @@
+"""The alert sink: alerts topic -> watch list, at least once and idempotent.
+
+Offsets are committed only after the watch-list transaction has committed, so a crash
+replays the last batch; replaying is harmless because every alert id is recorded once and
+a household's open entry absorbs repeated alerts. A message that is not an alert goes to
+the dead-letter topic. When the database is down the sink keeps the batch and retries with
+backoff instead of moving on.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from threading import Event
+
+import msgspec
+from kafka import KafkaConsumer, KafkaProducer
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session
+
+from consumers.watchlist.models import create_engine_for, init_db
+from consumers.watchlist.service import record_alerts
+from fanpin.kafka_admin import sink_group
+from fanpin.settings import Settings
+from schemas.events import Alert, DeadLetter, decode_event, encode
+
+log = logging.getLogger(__name__)
+
+
+class AlertSink:
+    def __init__(self, settings: Settings, *, stop: Event | None = None) -> None:
+        self.settings = settings
+        self.stop = stop or Event()
+        self.engine = create_engine_for(settings.watchlist_url)
+        init_db(self.engine)
+        opts = settings.kafka_client_options()
+        self.consumer = KafkaConsumer(
+            settings.topic("alerts"),
+            bootstrap_servers=settings.bootstrap_servers,
+            group_id=sink_group(settings),
+            client_id="fanpin-sink",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=1000,
+            session_timeout_ms=10000,
+            heartbeat_interval_ms=1000,
+            **opts,
+        )
+        self.producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers,
+                                      client_id="fanpin-sink-dlq", acks="all", **opts)
+        self.written = 0
+
+    def close(self) -> None:
+        self.consumer.close()
+        self.producer.flush()
+        self.producer.close()
+        self.engine.dispose()
+
+    def run(self) -> None:
+        log.info("sink writing alerts to the watch list")
+        while not self.stop.is_set():
+            batch = self.consumer.poll(timeout_ms=500)
+            if not batch:
+                continue
+            alerts: list[Alert] = []
+            for records in batch.values():
+                for record in records:
+                    alert = self._decode(record)
+                    if alert is not None:
+                        alerts.append(alert)
+            if alerts:
+                self._write_with_retry(alerts)
+            self.producer.flush()
+            self.consumer.commit()
+
+    def _decode(self, record) -> Alert | None:  # type: ignore[no-untyped-def]
+        try:
+            event = decode_event(record.value)
+            if isinstance(event, Alert):
+                return event
+            reason = f"{type(event).__name__} does not belong on the alerts topic"
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            reason = f"not a known event: {exc}"
+        raw = record.value or b""
+        self.producer.send(self.settings.topic("dead-letters"), value=encode(DeadLetter(
+            topic=record.topic, partition=record.partition, offset=record.offset,
+            reason=reason[:500], payload=raw[:4096].decode("utf-8", "replace"),
+            consumer="alert-sink")))
+        log.warning("dead-lettered %s[%d]@%d: %s", record.topic, record.partition,
+                    record.offset, reason[:200])
+        return None
+
+    def _write_with_retry(self, alerts: list[Alert]) -> None:
+        delay = 0.5
+        while True:
+            try:
+                with Session(self.engine) as session, session.begin():
+                    stats = record_alerts(session=session, alerts=alerts)
+                self.written += len(alerts)
+                log.info("watch list: %d new entries, %d merged, %d already recorded",
+                         stats.new_entries, stats.merged, stats.duplicates)
+                return
+            except (OperationalError, DBAPIError) as exc:
+                if self.stop.is_set():
+                    raise
+                log.warning("watch list unavailable (%s); retrying in %.1fs",
+                            type(exc).__name__, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+
+def run_sink(settings: Settings) -> None:
+    stop = Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    sink = AlertSink(settings, stop=stop)
+    try:
+        sink.run()
+    finally:
+        sink.close()

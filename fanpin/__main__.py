@@ -1,0 +1,3 @@
+from fanpin.cli import main
+
+main()

@@ -1,0 +1,310 @@
+"""The ``fanpin`` command."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from fanpin.settings import get_settings
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BUNDLED_SAMPLE = REPO_ROOT / "data" / "sample"
+DEPARTMENTS = ("regions", "thresholds", "roster", "income", "medical", "employment")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # kafka-python and aiokafka are chatty at INFO; their lines carry no personal data but
+    # drown ours.
+    for noisy in ("kafka", "aiokafka"):
+        logging.getLogger(noisy).setLevel(max(logging.ERROR, logging.getLogger().level))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--log-level", default=None, help="DEBUG, INFO, WARNING (default: FANPIN_LOG_LEVEL"
+              " or INFO).")
+@click.version_option(package_name="fanpin")
+def main(log_level: str | None) -> None:
+    """Fanpin (返贫): early warnings for households at risk of falling back into poverty.
+
+    Department files go in, a watch list for duty officers comes out. With no
+    configuration everything runs locally: an Apache Kafka broker under var/kafka, the
+    watch list in SQLite at var/watchlist.db. Settings come from FANPIN_* environment
+    variables (see the README's configuration reference).
+    """
+    _setup_logging(log_level or get_settings().log_level)
+    # On SIGTERM unwind like Ctrl-C, so child processes and the broker we started are stopped.
+    signal.signal(signal.SIGTERM, _terminate)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+# --- broker ---------------------------------------------------------------------------
+
+@main.group()
+def broker() -> None:
+    """The local single-node Apache Kafka broker (KRaft), used when no servers are set."""
+
+
+@broker.command("start")
+def broker_start() -> None:
+    """Fetch the jars if needed, format the storage once, start the broker (or reuse it)."""
+    from fanpin.broker import local_broker_for
+
+    b = local_broker_for(get_settings())
+    started = b.ensure_started()
+    click.echo(f"{'started' if started else 'already running'}: Kafka on {b.bootstrap}")
+
+
+@broker.command("stop")
+def broker_stop() -> None:
+    """Stop the local broker started from this folder (by its PID file)."""
+    from fanpin.broker import local_broker_for
+
+    local_broker_for(get_settings()).stop()
+    click.echo("stopped")
+
+
+@broker.command("status")
+def broker_status() -> None:
+    from fanpin.broker import local_broker_for, port_open
+
+    b = local_broker_for(get_settings())
+    click.echo(f"{b.bootstrap}: {'up' if port_open(b.port) else 'down'}"
+               f" (pid file {b.read_pid() or '-'})")
+
+
+# --- publishing -------------------------------------------------------------------------
+
+@main.command()
+@click.argument("dept", type=click.Choice(DEPARTMENTS))
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--rejects", type=click.Path(path_type=Path),
+              help="Write the reject report (文件, 行号, 原因) here.")
+@click.option("--roster", type=click.Path(exists=True, path_type=Path),
+              help="roster.csv to check household numbers against (default: the one next to"
+                   " PATH's folder, if any).")
+def publish(dept: str, path: Path, rejects: Path | None, roster: Path | None) -> None:
+    """Validate and publish one department's file, or every .csv in a folder.
+
+    Invalid rows are left out with a reason in the reject report; the rest go through.
+    ID numbers are pseudonymised and names dropped before anything is sent.
+    """
+    from fanpin.broker import local_broker_for
+    from fanpin.kafka_admin import Admin
+    from fanpin.privacy import Pseudonymiser
+    from producers import FORMATS
+    from producers.common import ParseContext
+    from producers.publish import Publisher, PublishResult, write_rejects
+    from producers.scenario import load_known_households
+
+    settings = get_settings()
+    module = FORMATS[dept]
+    files = sorted(path.glob("*.csv")) if path.is_dir() else [path]
+    scenario_root = path.parent.parent if path.is_file() else path.parent
+    roster = roster or next((p for p in (scenario_root / "roster.csv",
+                                         path.parent / "roster.csv") if p.exists()), None)
+    ctx = ParseContext(Pseudonymiser(settings.pseudonym_secret()),
+                       load_known_households(roster) if roster else None)
+    if settings.uses_local_broker:
+        local_broker_for(settings).ensure_started()
+    admin = Admin(settings)
+    admin.ensure_topics()
+    admin.close()
+    publisher = Publisher(settings)
+    total = PublishResult()
+    try:
+        for f in files:
+            rel = f"{f.parent.name}/{f.name}" if dept in ("income", "medical", "employment") \
+                else f.name
+            total.merge(publisher.publish_file(module, f, rel, ctx))
+    finally:
+        publisher.close()
+    click.echo(f"published {total.events} events from {len(files)} file(s); "
+               f"{len(total.rejects)} rows rejected; {len(total.file_errors)} files rejected")
+    for file, message in total.file_errors:
+        click.echo(f"  {file}: {message}", err=True)
+    if rejects:
+        write_rejects(rejects, total.rejects, total.file_errors)
+        click.echo(f"reject report: {rejects}")
+    if total.file_errors:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--export", "export_path", type=click.Path(path_type=Path),
+              help="Write the watch list as CSV here when done.")
+@click.option("--rejects", type=click.Path(path_type=Path),
+              help="Reject report path (default: var/reports/<folder>-rejects.csv).")
+@click.option("--timeout", default=900.0, show_default=True,
+              help="Seconds to wait for the pipeline to catch up at each step.")
+def replay(directory: Path, export_path: Path | None, rejects: Path | None,
+           timeout: float) -> None:
+    """Replay a scenario folder (laid out like the sample) through the whole pipeline.
+
+    Publishes regions, thresholds and the roster, then month by month every department's
+    files; waits until every event is processed and every alert is in the watch list;
+    writes the reject report (and the export) and prints a summary. Starts the local
+    broker, a worker and a sink when none are running, and stops what it started.
+    """
+    from fanpin.replay import replay as run_replay
+    from producers.publish import write_rejects
+
+    settings = get_settings()
+    click.echo(f"replaying {directory} ...")
+    summary = run_replay(settings, directory, timeout=timeout)
+    rejects = rejects or settings.var_dir / "reports" / f"{directory.resolve().name}-rejects.csv"
+    n_rejects = write_rejects(rejects, summary.published.rejects, summary.published.file_errors)
+    counts = _watchlist_counts(settings)
+    click.echo(f"files: {summary.files}  events published: {summary.published.events}  "
+               f"rows rejected: {n_rejects}  alerts: {summary.alerts}  "
+               f"time: {summary.seconds:.1f}s")
+    click.echo("watch list: " + ("  ".join(f"{k} {v}" for k, v in counts.items()) or "empty"))
+    click.echo(f"reject report: {rejects}")
+    if export_path:
+        n = _export(settings, export_path)
+        click.echo(f"export: {export_path} ({n} entries)")
+
+
+def _watchlist_counts(settings) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    from sqlalchemy.orm import Session
+
+    from consumers.watchlist.models import create_engine_for, init_db
+    from consumers.watchlist.service import counts_by_state
+
+    engine = create_engine_for(settings.watchlist_url)
+    init_db(engine)
+    with Session(engine) as session:
+        counts = counts_by_state(session=session)
+    engine.dispose()
+    return counts
+
+
+def _export(settings, out: Path) -> int:  # type: ignore[no-untyped-def]
+    from sqlalchemy.orm import Session
+
+    from consumers.watchlist.export import export_csv
+    from consumers.watchlist.models import create_engine_for, init_db
+
+    engine = create_engine_for(settings.watchlist_url)
+    init_db(engine)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with Session(engine) as session:
+        n = export_csv(session=session, out=out)
+    engine.dispose()
+    return int(n or 0)
+
+
+# --- the watch list -------------------------------------------------------------------
+
+@main.group()
+def watchlist() -> None:
+    """The duty officers' watch list."""
+
+
+@watchlist.command("export")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("watchlist.csv"),
+              show_default=True, help="CSV file to write (UTF-8 with BOM, opens in Excel).")
+def watchlist_export(out: Path) -> None:
+    """Export every entry (户编号, 行政区划代码, 风险类型, 预警规则, 预警月份, 严重程度, 状态...)."""
+    n = _export(get_settings(), out)
+    click.echo(f"{n} entries written to {out}")
+
+
+# --- long-running processes -------------------------------------------------------------
+
+@main.command()
+def worker() -> None:
+    """Run the stream worker (Faust agents: roster join and household risk detector)."""
+    from fanpin.broker import local_broker_for
+
+    settings = get_settings()
+    if settings.uses_local_broker:
+        local_broker_for(settings).ensure_started()
+    from streams.app import app
+
+    level = logging.getLevelName(logging.getLogger().level).lower()
+    sys.argv = ["fanpin-worker", "worker", "--without-web", "-l", level]
+    app.main()
+
+
+@main.command()
+def sink() -> None:
+    """Run the alert sink: alerts topic -> watch list (SQLite or PostgreSQL)."""
+    from consumers.sink import run_sink
+
+    run_sink(get_settings())
+
+
+@main.command()
+@click.option("--host", default=None, help="Default: FANPIN_WEB_HOST or 127.0.0.1.")
+@click.option("--port", default=None, type=int, help="Default: FANPIN_WEB_PORT or 18080.")
+def web(host: str | None, port: int | None) -> None:
+    """Serve the watch-list pages for duty officers."""
+    import uvicorn
+
+    from consumers.watchlist.models import create_engine_for, init_db
+    from consumers.watchlist.views import create_app
+
+    settings = get_settings()
+    engine = create_engine_for(settings.watchlist_url)
+    init_db(engine)
+    uvicorn.run(create_app(engine=engine), host=host or settings.web_host,
+                port=port or settings.web_port, log_level="warning")
+
+
+@main.command()
+@click.argument("directory", required=False,
+                type=click.Path(exists=True, file_okay=False, path_type=Path))
+def demo(directory: Path | None) -> None:
+    """Start everything on embedded defaults, replay the bundled sample, keep serving.
+
+    Broker, worker, sink and the watch-list page run until Ctrl-C; then everything this
+    command started is stopped.
+    """
+    import time
+
+    from fanpin.replay import replay as run_replay
+    from fanpin.services import Services
+    from producers.publish import write_rejects
+
+    settings = get_settings()
+    directory = directory or BUNDLED_SAMPLE
+    url = f"http://{settings.web_host}:{settings.web_port}/"
+    with Services(settings, need=("worker", "sink")) as services:
+        services.spawn("web")
+        summary = run_replay(settings, directory)
+        rejects = settings.var_dir / "reports" / "sample-rejects.csv"
+        write_rejects(rejects, summary.published.rejects, summary.published.file_errors)
+        export = settings.var_dir / "reports" / "watchlist.csv"
+        n = _export(settings, export)
+        click.echo("")
+        click.echo(f"  Replayed {directory}: {summary.published.events} events, "
+                   f"{len(summary.published.rejects)} rows rejected, {n} watch-list entries.")
+        click.echo(f"  Watch list (预警名单):  {url}")
+        click.echo(f"  Export:                {export}")
+        click.echo(f"  Reject report:         {rejects}")
+        click.echo(f"  Logs:                  {services.log_dir}")
+        click.echo("  Press Ctrl-C to stop.")
+        try:
+            while True:
+                services.check_alive()
+                time.sleep(1)
+        except KeyboardInterrupt:
+            click.echo("stopping ...")
+    if services.started_broker:
+        from fanpin.broker import local_broker_for
+
+        local_broker_for(settings).stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""Topic creation and progress checks (committed offsets against end offsets)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from fanpin.settings import Settings
+
+log = logging.getLogger(__name__)
+
+WORKER_GROUP_SUFFIX = "-worker"
+SINK_GROUP_SUFFIX = "-sink"
+
+
+def worker_group(settings: Settings) -> str:
+    return f"{settings.topic_prefix}{WORKER_GROUP_SUFFIX}"
+
+
+def sink_group(settings: Settings) -> str:
+    return f"{settings.topic_prefix}{SINK_GROUP_SUFFIX}"
+
+
+def topic_layout(settings: Settings) -> dict[str, int]:
+    p = settings.partitions
+    return {
+        settings.topic("reference"): 1,
+        settings.topic("person-events"): p,
+        settings.topic("household-events"): p,
+        settings.topic("alerts"): p,
+        settings.topic("dead-letters"): 1,
+    }
+
+
+class Admin:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        opts = settings.kafka_client_options()
+        self.admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers,
+                                      client_id="fanpin-admin", **opts)
+        self.consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers,
+                                      client_id="fanpin-admin", enable_auto_commit=False, **opts)
+
+    def close(self) -> None:
+        self.consumer.close()
+        self.admin.close()
+
+    def ensure_topics(self) -> None:
+        existing = set(self.admin.list_topics())
+        wanted = [NewTopic(name, n, 1) for name, n in topic_layout(self.settings).items()
+                  if name not in existing]
+        if wanted:
+            try:
+                self.admin.create_topics(wanted)
+            except TopicAlreadyExistsError:
+                pass
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                if all(self.consumer.partitions_for_topic(t.name) for t in wanted):
+                    break
+                time.sleep(0.2)
+
+    def end_offsets(self, topic: str) -> dict[TopicPartition, int]:
+        parts = self.consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in parts]
+        return dict(self.consumer.end_offsets(tps)) if tps else {}
+
+    def committed(self, group: str) -> dict[TopicPartition, int]:
+        offsets = self.admin.list_group_offsets({group: None}).get(group, {})
+        return {tp: meta.offset for tp, meta in offsets.items()}
+
+    def lag(self, group: str, topic: str) -> int:
+        ends = self.end_offsets(topic)
+        done = self.committed(group)
+        return sum(max(0, end - max(done.get(tp, 0), 0)) for tp, end in ends.items())
+
+    def group_members(self, group: str) -> int:
+        try:
+            desc = self.admin.describe_groups([group]).get(group) or {}
+        except KafkaError:
+            return 0
+        return len(desc.get("members") or [])
+
+    def wait_caught_up(self, group: str, topics: Iterable[str], *, timeout: float,
+                       alive: callable | None = None) -> None:  # type: ignore[valid-type]
+        """Block until ``group`` has committed everything published to ``topics`` so far."""
+        topics = list(topics)
+        deadline = time.monotonic() + timeout
+        while True:
+            lag = sum(self.lag(group, t) for t in topics)
+            if lag == 0:
+                return
+            if alive is not None:
+                alive()  # raises if a process we depend on died
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{group} still has {lag} unprocessed messages on "
+                                   f"{', '.join(topics)} after {timeout:.0f}s")
+            time.sleep(0.1)

@@ -1,0 +1,93 @@
+"""``roster.csv``: the household roster (花名册, 乡村振兴局 防返贫监测系统 export, UTF-8 with
+BOM). One row is one member of one household. Names are read and dropped here; the ID
+number becomes a keyed pseudonym."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Final, cast
+
+from producers.common import (
+    Encoding,
+    ParseContext,
+    Reject,
+    Row,
+    RowError,
+    choice,
+    digits_field,
+    get,
+    id_number,
+    int_field,
+    make_reject,
+    parse_csv_file,
+    read_csv,
+)
+from schemas.events import Department, HouseholdType, Labour, Origin, RosterMember
+
+DEPARTMENT: Final[Department] = "rural"
+ENCODING: Final[Encoding] = "utf-8-sig"
+COLUMNS: Final[list[str]] = [
+    "户编号",
+    "行政区划代码",
+    "户类型",
+    "家庭人口数",
+    "成员序号",
+    "姓名",
+    "身份证号",
+    "与户主关系",
+    "劳动技能",
+]
+HOUSEHOLD_TYPES: Final = ("脱贫户", "一般农户", "监测户")
+LABOUR: Final = ("普通劳动力", "技能劳动力", "弱劳动力", "无劳动力")
+
+
+def parse_row(row: Row, origin: Origin, ctx: ParseContext) -> RosterMember | Reject:
+    try:
+        household = digits_field(row, "户编号", 16, "bad_household_number", "户编号")
+        region = digits_field(row, "行政区划代码", 12, "bad_region_code", "村级行政区划代码")
+        htype = choice(row, "户类型", HOUSEHOLD_TYPES, "unknown_household_type")
+        size = int_field(row, "家庭人口数", 1, 99, "bad_size")
+        member_no = int_field(row, "成员序号", 1, 99, "bad_member_no")
+        idn = id_number(row)
+        relation = get(row, "与户主关系")
+        labour = choice(row, "劳动技能", LABOUR, "unknown_labour")
+    except RowError as e:
+        return make_reject(origin, e, get(row, "姓名"), get(row, "身份证号"))
+    return RosterMember(
+        id=f"roster:{household}:{member_no}",
+        origin=origin,
+        household_id=household,
+        region_code=region,
+        household_type=cast(HouseholdType, htype),
+        household_size=size,
+        member_no=member_no,
+        person=ctx.person(idn),
+        relation=relation,
+        labour=cast(Labour, labour),
+    )
+
+
+def parse_file(path: Path, rel: str, ctx: ParseContext) -> Iterator[RosterMember | Reject]:
+    return parse_csv_file(
+        path,
+        rel,
+        ctx,
+        department=DEPARTMENT,
+        columns=COLUMNS,
+        encoding=ENCODING,
+        parse_row=parse_row,
+    )
+
+
+def household_numbers(path: Path, rel: str = "roster.csv") -> set[str]:
+    """Every well-formed 户编号 in a roster file, whether or not the rest of its row is
+    valid (a household exists even if one member's row has a typo)."""
+    out: set[str] = set()
+    for item in read_csv(path, rel, COLUMNS, ENCODING, DEPARTMENT):
+        if isinstance(item, Reject):
+            continue
+        h = item[1]["户编号"].strip()
+        if len(h) == 16 and h.isascii() and h.isdigit():
+            out.add(h)
+    return out

@@ -1,0 +1,145 @@
+"""Faust agents: thin adapters between topics, tables and the pure rules."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import msgspec
+from faust.types import EventT
+
+from schemas.events import (
+    DeadLetter,
+    EmploymentEvent,
+    IncomeReport,
+    MedicalSettlement,
+    RosterMember,
+    decode_event,
+    encode,
+)
+from streams.app import (
+    alerts_topic,
+    app,
+    dead_letter_topic,
+    household_table,
+    household_topic,
+    pending_table,
+    person_topic,
+    reference_topic,
+    roster_table,
+    settings,
+)
+from streams.reference import ReferenceData, ReferenceReader
+from streams.rules.config import RuleConfig
+from streams.rules.engine import Policy, step
+from streams.rules.join import attach, link_of, park, read_link, unpark
+from streams.rules.months import month_index
+from streams.rules.state import dump_state, load_state
+
+log = logging.getLogger(__name__)
+
+reference = ReferenceData()
+policy = Policy(lines=reference.lines, config=RuleConfig.load(settings.rules_file))
+reference_ready = asyncio.Event()
+_reader: ReferenceReader | None = None
+
+
+async def dead_letter(event: EventT, reason: str, consumer: str) -> None:
+    msg = event.message
+    raw = event.value if isinstance(event.value, bytes) else b""
+    await dead_letter_topic.send(value=encode(DeadLetter(
+        topic=msg.topic, partition=msg.partition, offset=msg.offset, reason=reason[:500],
+        payload=raw[:4096].decode("utf-8", "replace"), consumer=consumer)))
+    log.warning("dead-lettered %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset,
+                reason[:200])
+
+
+@app.task
+async def follow_reference() -> None:
+    global _reader
+    _reader = ReferenceReader(topic=reference_topic.get_topic_name(),
+                              bootstrap=settings.bootstrap_servers,
+                              client_options=settings.kafka_client_options(), data=reference)
+    await _reader.start()
+    reference_ready.set()
+    await _reader.follow()
+
+
+@app.agent(person_topic, name="roster-join")
+async def roster_join(stream):  # type: ignore[no-untyped-def]
+    """person-events -> household-events: finds each person's household in the roster."""
+    async for event in stream.events():
+        try:
+            await _join_one(event)
+        except Exception as exc:  # noqa: BLE001 - one bad message must not stop the worker
+            log.exception("roster-join failed on %s[%d]@%d", event.message.topic,
+                          event.message.partition, event.message.offset)
+            await dead_letter(event, f"roster-join failed: {type(exc).__name__}: {exc}",
+                              "roster-join")
+
+
+async def _join_one(event: EventT) -> None:
+    try:
+        ev = decode_event(event.value)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        await dead_letter(event, f"not a known event: {exc}", "roster-join")
+        return
+    person = event.key
+    if isinstance(ev, RosterMember):
+        roster_table[person] = link_of(ev)
+        await household_topic.send(key=ev.household_id.encode(), value=event.value)
+        parked = unpark(pending_table.get(person))
+        if parked:
+            link = read_link(roster_table.get(person))
+            assert link is not None
+            for raw in parked:
+                joined = attach(decode_event(raw), link)  # type: ignore[arg-type]
+                await household_topic.send(key=link.household_id.encode(),
+                                           value=encode(joined))
+            del pending_table[person]
+    elif isinstance(ev, MedicalSettlement | EmploymentEvent):
+        link = read_link(roster_table.get(person))
+        if link is None:
+            parked_list, ok = park(pending_table.get(person), event.value)
+            if ok:
+                pending_table[person] = parked_list
+            else:
+                await dead_letter(event, "person is on no household roster", "roster-join")
+            return
+        await household_topic.send(key=link.household_id.encode(),
+                                   value=encode(attach(ev, link)))
+    else:
+        await dead_letter(event, f"{type(ev).__name__} does not belong on person-events",
+                          "roster-join")
+
+
+@app.agent(household_topic, name="household-risk-detector")
+async def household_risk_detector(stream):  # type: ignore[no-untyped-def]
+    """household-events -> alerts: folds each event into the household's state and judges
+    the month when its income report arrives."""
+    await reference_ready.wait()
+    async for event in stream.events():
+        try:
+            ev = decode_event(event.value)
+            if not isinstance(ev, IncomeReport | MedicalSettlement | EmploymentEvent
+                              | RosterMember):
+                await dead_letter(event, f"{type(ev).__name__} does not belong on "
+                                  "household-events", "household-risk-detector")
+                continue
+            if isinstance(ev, IncomeReport) and policy.line_for(month_index(ev.month) // 12) \
+                    is None and _reader is not None:
+                await _reader.catch_up()
+            state = load_state(household_table.get(event.key))
+            state, alerts = step(state, ev, policy)
+            household_table[event.key] = dump_state(state)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            await dead_letter(event, f"not a known event: {exc}", "household-risk-detector")
+            continue
+        except Exception as exc:  # noqa: BLE001 - one bad message must not stop the worker
+            log.exception("household-risk-detector failed on %s[%d]@%d", event.message.topic,
+                          event.message.partition, event.message.offset)
+            await dead_letter(event, f"rule failed: {type(exc).__name__}: {exc}",
+                              "household-risk-detector")
+            continue
+        for alert in alerts:
+            await alerts_topic.send(key=alert.household_id.encode(), value=encode(alert))

@@ -1,0 +1,25 @@
+"""Months as integers (year * 12 + month - 1), so windows are plain ranges."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+
+def month_index(yyyy_mm: str) -> int:
+    return int(yyyy_mm[:4]) * 12 + int(yyyy_mm[5:7]) - 1
+
+
+def month_of(day: dt.date) -> int:
+    return day.year * 12 + day.month - 1
+
+
+def month_label(index: int) -> str:
+    return f"{index // 12:04d}-{index % 12 + 1:02d}"
+
+
+def year_of(index: int) -> int:
+    return index // 12
+
+
+def calendar_month(index: int) -> int:
+    return index % 12 + 1
