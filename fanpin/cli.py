@@ -214,7 +214,7 @@ def watchlist() -> None:
 @click.option("--out", type=click.Path(path_type=Path), default=Path("watchlist.csv"),
               show_default=True, help="CSV file to write (UTF-8 with BOM, opens in Excel).")
 def watchlist_export(out: Path) -> None:
-    """Export every entry (户编号, 行政区划代码, 风险类型, 预警规则, 预警月份, 严重程度, 状态...)."""
+    """Export every entry as CSV (户编号, 行政区划代码, 风险类型, 预警月份, 状态, ...)."""
     n = _export(get_settings(), out)
     click.echo(f"{n} entries written to {out}")
 

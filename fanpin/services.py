@@ -70,7 +70,7 @@ class Services:
         out = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - kept for the child's life
         proc = subprocess.Popen([sys.executable, "-m", "fanpin", name, *args], stdout=out,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=os.environ.copy())
+                                env={**os.environ, **self.settings.as_env()})
         self.children[name] = proc
         log.info("started %s (pid %d), log in %s", name, proc.pid, out.name)
         return proc

@@ -79,6 +79,18 @@ class Settings(BaseSettings):
             opts["ssl_cafile"] = str(self.kafka_ssl_cafile)
         return opts
 
+    def as_env(self) -> dict[str, str]:
+        """These settings as FANPIN_* variables, so a child process sees exactly them."""
+        env: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            env[f"FANPIN_{name.upper()}"] = str(value)
+        return env
+
     def pseudonym_secret(self) -> bytes:
         """The HMAC key for pseudonyms.
 

@@ -188,7 +188,9 @@ class DeadLetter(msgspec.Struct, frozen=True, tag_field="kind", tag="dead_letter
     consumer: str
 
 
-SourceEvent = Region | MonitoringLine | RosterMember | IncomeReport | MedicalSettlement | EmploymentEvent
+SourceEvent = (
+    Region | MonitoringLine | RosterMember | IncomeReport | MedicalSettlement | EmploymentEvent
+)
 AnyEvent = SourceEvent | Alert | DeadLetter
 
 _ENCODER = msgspec.json.Encoder(decimal_format="string")

@@ -71,11 +71,14 @@ alerts_topic = app.topic(settings.topic("alerts"))
 dead_letter_topic = app.topic(settings.topic("dead-letters"), partitions=1)
 
 # person pseudonym -> the household it belongs to (a msgpack'd RosterLink)
-roster_table = app.Table("roster", default=None, partitions=settings.partitions)
+roster_table = app.Table("roster", default=None, partitions=settings.partitions,
+                                key_type=bytes, value_type=bytes)
 # person pseudonym -> events that arrived before the person's roster row
-pending_table = app.Table("roster-pending", default=None, partitions=settings.partitions)
+pending_table = app.Table("roster-pending", default=None, partitions=settings.partitions,
+                                        key_type=bytes, value_type=bytes)
 # household number -> HouseholdState (msgpack)
-household_table = app.Table("household-state", default=None, partitions=settings.partitions)
+household_table = app.Table("household-state", default=None, partitions=settings.partitions,
+                                         key_type=bytes, value_type=bytes)
 
 # Registers the agents and tasks on the app.
 from streams import agents  # noqa: E402,F401
