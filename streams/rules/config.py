@@ -63,6 +63,10 @@ class RuleConfig:
     @classmethod
     def load(cls, path: Path | None = None) -> RuleConfig:
         data = tomllib.loads((path or BUNDLED).read_text(encoding="utf-8"))
+        unknown = set(data) - {"version", "default", "override"}
+        if unknown:
+            raise ValueError(f"unknown key(s) {sorted(unknown)} in the rules file; expected "
+                             "'version', '[default]' and '[[override]]'")
         names = {f.name: f for f in fields(Thresholds)}
 
         def convert(raw: dict[str, Any], where: str) -> dict[str, Any]:

@@ -207,7 +207,7 @@ def _job_loss_signal(state: HouseholdState, month: int, th: Thresholds) -> Signa
         sep = max(separations)
         if sep < recent_start:
             continue
-        rehired = any(c == REGISTERED and sep < d <= month_end for d, c in events)
+        rehired = any(c == REGISTERED and sep <= d <= month_end for d, c in events)
         wage_after = state.last_wage.get(person, 0) > sep
         if rehired or wage_after:
             continue  # a job change
@@ -234,7 +234,7 @@ def evaluate(state: HouseholdState, month: int, policy: Policy) -> Alert | None:
     th = policy.config.for_(state.region_code, year_of(month))
     size = state.size or len(state.members) or 1
     projected, baseline, n = project_income(state, month, th)
-    if n < min(th.min_history_months, 1):
+    if n < th.min_history_months:
         return None
     rigid = rigid_spending(state, month - 11, month)
     per_capita = (Decimal(projected - rigid) / 100 / size).quantize(CENT, ROUND_HALF_UP)

@@ -1,0 +1,35 @@
+# Fanpin: `make help` lists the targets.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test test-unit lint bench clean
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+install: ## Install the Python environment and fetch the Kafka jars
+	@bash scripts/install.sh
+
+demo: install ## Run everything on embedded defaults with the bundled sample; Ctrl-C stops
+	$(VENV)/bin/fanpin demo
+
+test: ## Install everything (incl. PostgreSQL, Chromium) and run the whole test suite
+	@bash scripts/install.sh --test
+	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; exit 0; fi; exit $$rc
+
+test-unit: install ## Only the fast tiers: unit and stream tests
+	$(PY) -m pytest tests/unit tests/stream $(PYTEST_ARGS)
+
+lint: install ## ruff and mypy, as configured in pyproject.toml
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+bench: install ## Benchmarks, each against a baseline in the same run; writes docs/benchmarks.md
+	$(PY) -m fanpin.bench --out docs/benchmarks.md
+
+clean: ## Stop the local broker and remove var/ (broker data, watch list, logs)
+	-$(VENV)/bin/fanpin broker stop
+	rm -rf var

@@ -1,0 +1,740 @@
+"""Table-driven tests of the pure detection rules (streams.rules): no Faust, no Kafka."""
+
+from __future__ import annotations
+
+import datetime as dt
+import textwrap
+from decimal import Decimal
+from pathlib import Path
+from typing import get_args
+
+import msgspec
+import pytest
+
+from schemas.events import (
+    EmploymentEvent,
+    IncomeReport,
+    MedicalSettlement,
+    Origin,
+    RiskType,
+    RosterMember,
+)
+from streams.rules.config import RuleConfig, Thresholds
+from streams.rules.engine import (
+    Policy,
+    _drop_signal,
+    _job_loss_signal,
+    _medical_signal,
+    evaluate,
+    project_income,
+    step,
+)
+from streams.rules.months import calendar_month, month_index, month_label, month_of, year_of
+from streams.rules.state import (
+    HouseholdState,
+    dump_state,
+    fold_employment,
+    fold_income,
+    fold_medical,
+    fold_roster,
+    load_state,
+    rigid_spending,
+)
+
+HH = "9901210010010001"
+REGION = "990121001001"
+LINES = {2024: Decimal("7000"), 2025: Decimal("7200"), 2026: Decimal("7400")}
+CONFIG = RuleConfig.load()
+TH = Thresholds()
+
+
+def policy(config: RuleConfig = CONFIG) -> Policy:
+    return Policy(lines=dict(LINES), config=config)
+
+
+# --- event builders ---------------------------------------------------------------------
+
+def income(month: str, wages: str | int = 0, business: str | int = 0, *, size: int = 1,
+           transfers: str | int = 0, line: int = 2, hh: str = HH,
+           region: str = REGION) -> IncomeReport:
+    w, b, t = Decimal(wages), Decimal(business), Decimal(transfers)
+    return IncomeReport(
+        id=f"inc-{hh}-{month}", origin=Origin("rural", f"income/{month}.csv", line),
+        household_id=hh, region_code=region, month=month, household_size=size, wages=w,
+        business=b, property=Decimal(0), transfers=t, total=w + b + t)
+
+
+def medical(sid: str, settled: str, oop: str | int, *, inpatient: bool = True,
+            reverses: str | None = None, line: int = 2) -> MedicalSettlement:
+    day = dt.date.fromisoformat(settled)
+    amount = Decimal(oop)
+    return MedicalSettlement(
+        id=f"med-{sid}-{line}", origin=Origin("medical", f"medical/{settled[:7]}.csv", line),
+        settlement_id=sid, person="p1", insured_county=REGION[:6],
+        visit_type="住院" if inpatient else "普通门诊", admitted=day - dt.timedelta(days=5),
+        settled=day, total=amount * 2, basic_insurance=amount, critical_illness=Decimal(0),
+        medical_assistance=Decimal(0), out_of_pocket=amount, reversal=reverses is not None,
+        reverses=reverses, household_id=HH)
+
+
+def job(kind: str, day: str, person: str = "p1", amount: str | None = None,
+        line: int = 2) -> EmploymentEvent:
+    d = dt.date.fromisoformat(day)
+    return EmploymentEvent(
+        id=f"emp-{person}-{kind}-{day}", origin=Origin("employment", f"employment/{day[:7]}.csv",
+                                                       line),
+        business_id=f"B-{person}-{day}-{kind}", person=person, region_code=REGION,
+        business_type=kind, date=d, employer="某厂",  # type: ignore[arg-type]
+        amount=Decimal(amount) if amount else None, work_place="省外", household_id=HH)
+
+
+def member(person: str, labour: str = "普通劳动力", size: int = 1,
+           htype: str = "脱贫户") -> RosterMember:
+    return RosterMember(
+        id=f"m-{person}", origin=Origin("rural", "roster.csv", 2), household_id=HH,
+        region_code=REGION, household_type=htype, household_size=size,  # type: ignore[arg-type]
+        member_no=1, person=person, relation="户主", labour=labour)  # type: ignore[arg-type]
+
+
+def months(first: str, last: str) -> list[str]:
+    return [month_label(m) for m in range(month_index(first), month_index(last) + 1)]
+
+
+def flat_history(first: str, last: str, wages: int = 0, business: int = 0,
+                 size: int = 1) -> list[IncomeReport]:
+    return [income(m, wages, business, size=size) for m in months(first, last)]
+
+
+def run(events: list[object], pol: Policy | None = None) -> tuple[HouseholdState, list]:
+    """Feed events through ``step`` with the state round-tripped through bytes, as the
+    changelog does. Returns the final state and every alert raised."""
+    pol = pol or policy()
+    raw, alerts = b"", []
+    for ev in events:
+        state, out = step(load_state(raw), ev, pol)  # type: ignore[arg-type]
+        raw = dump_state(state)
+        alerts += out
+    return load_state(raw), alerts
+
+
+M = month_index
+
+
+# --- months -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("label", "index", "year", "cal"), [
+    ("2025-01", 2025 * 12, 2025, 1),
+    ("2025-12", 2025 * 12 + 11, 2025, 12),
+    ("2026-01", 2026 * 12, 2026, 1),
+    ("2024-02", 2024 * 12 + 1, 2024, 2),
+], ids=["jan", "dec", "next-jan", "leap-feb"])
+def test_month_index_round_trip(label: str, index: int, year: int, cal: int) -> None:
+    assert month_index(label) == index
+    assert month_label(index) == label
+    assert year_of(index) == year
+    assert calendar_month(index) == cal
+    assert month_of(dt.date(year, cal, 28)) == index
+
+
+def test_month_window_crosses_year_boundary() -> None:
+    # Twelve months ending 2026-02 start at 2025-03: a plain integer range.
+    last = M("2026-02")
+    assert [month_label(m) for m in (last - 11, last)] == ["2025-03", "2026-02"]
+    assert len(range(last - 11, last + 1)) == 12
+
+
+@pytest.mark.parametrize(("first", "last", "expected_fen"), [
+    ("2025-01", "2025-12", 100_00 + 200_00 + 400_00),
+    ("2025-02", "2025-12", 200_00 + 400_00),
+    ("2025-01", "2025-01", 100_00),  # window bounds are inclusive
+    ("2025-12", "2025-12", 400_00),
+    ("2026-01", "2026-12", 800_00),
+    ("2024-01", "2024-12", 0),
+], ids=["whole-year", "drop-first", "first-only", "last-only", "next-year", "empty"])
+def test_rigid_spending_month_window(first: str, last: str, expected_fen: int) -> None:
+    state = HouseholdState()
+    for sid, day, oop in [("S1", "2025-01-31", 100), ("S2", "2025-06-01", 200),
+                          ("S3", "2025-12-31", 400), ("S4", "2026-01-01", 800)]:
+        fold_medical(state, medical(sid, day, oop))
+    assert rigid_spending(state, M(first), M(last)) == expected_fen
+
+
+# --- folding is idempotent ---------------------------------------------------------------
+
+def _seeded() -> HouseholdState:
+    state = HouseholdState()
+    fold_roster(state, member("p1", size=2))
+    for ev in flat_history("2025-01", "2025-04", wages=1000):
+        fold_income(state, ev)
+    fold_medical(state, medical("S0", "2025-02-10", 300))
+    fold_employment(state, job("就业登记", "2025-01-05"))
+    return state
+
+
+IDEMPOTENT_EVENTS = [
+    pytest.param(member("p2", "弱劳动力", size=2), id="roster"),
+    pytest.param(income("2025-05", 900, 100, size=2), id="income-new-month"),
+    pytest.param(income("2025-03", 1000, size=2, line=9), id="income-late-month"),
+    pytest.param(medical("S1", "2025-05-03", "1234.56"), id="medical"),
+    pytest.param(medical("S0", "2025-02-10", 300), id="medical-already-seen"),
+    pytest.param(medical("R1", "2025-05-03", "-300", reverses="S0"), id="medical-reversal"),
+    pytest.param(job("工资发放", "2025-05-15", amount="3000"), id="wage"),
+    pytest.param(job("解除劳动合同", "2025-05-20"), id="contract-ended"),
+    pytest.param(job("失业登记", "2025-05-21"), id="unemployed"),
+    pytest.param(job("就业登记", "2025-01-05"), id="registered-already-seen"),
+]
+
+
+@pytest.mark.parametrize("event", IDEMPOTENT_EVENTS)
+def test_same_event_twice_gives_same_state_bytes(event: object) -> None:
+    pol = policy()
+    once, alerts_once = step(_seeded(), event, pol)  # type: ignore[arg-type]
+    once_bytes = dump_state(once)
+    twice, alerts_twice = step(load_state(once_bytes), event, pol)  # type: ignore[arg-type]
+    assert dump_state(twice) == once_bytes
+    assert [a.id for a in alerts_twice] == [a.id for a in alerts_once]
+
+
+def test_state_survives_serialisation() -> None:
+    state = _seeded()
+    assert load_state(dump_state(state)) == state
+    assert load_state(None) == HouseholdState()
+
+
+def test_income_keeps_bounded_history() -> None:
+    state, _ = run(flat_history("2023-01", "2025-12", wages=5000))
+    assert len(state.income) == 26
+    assert min(state.income) == M("2025-12") - 25
+    assert set(state.income_files) == set(state.income)
+
+
+# --- settlements: dedup and reversals -----------------------------------------------------
+
+S = medical
+SETTLEMENT_CASES = [
+    pytest.param([S("A", "2025-03-01", 500)], 500, id="single"),
+    pytest.param([S("A", "2025-03-01", 500), S("A", "2025-03-01", 500)], 500,
+                 id="same-row-twice"),
+    pytest.param([S("A", "2025-03-01", 500, line=3), S("A", "2025-03-01", 500, line=40)], 500,
+                 id="repeated-in-another-file"),
+    pytest.param([S("A", "2025-03-01", 500), S("B", "2025-03-02", 700)], 1200, id="two"),
+    pytest.param([S("A", "2025-03-01", 500), S("R", "2025-04-02", -500, reverses="A")], 0,
+                 id="reversal-nets-out"),
+    pytest.param([S("R", "2025-04-02", -500, reverses="A"), S("A", "2025-03-01", 500)], 0,
+                 id="reversal-before-original"),
+    pytest.param([S("A", "2025-03-01", 500), S("R", "2025-04-02", -500, reverses="A"),
+                  S("R", "2025-04-02", -500, reverses="A")], 0, id="reversal-twice"),
+    pytest.param([S("A", "2025-03-01", 500), S("B", "2025-03-05", 800),
+                  S("R", "2025-04-02", -500, reverses="A")], 800, id="reverse-one-of-two"),
+    pytest.param([S("A", "2025-03-01", 500), S("R", "2025-04-02", -999, reverses="Z")], 500,
+                 id="reversal-of-unknown-settlement"),
+    pytest.param([S("A", "2025-03-01", "123.45"), S("B", "2025-03-01", "0.55")], 124,
+                 id="cents-exact"),
+]
+
+
+@pytest.mark.parametrize(("settlements", "expected_yuan"), SETTLEMENT_CASES)
+def test_rigid_spending_dedup_and_reversals(settlements: list[MedicalSettlement],
+                                            expected_yuan: int) -> None:
+    state = HouseholdState()
+    for s in settlements:
+        fold_medical(state, s)
+    assert rigid_spending(state, M("2025-01"), M("2025-12")) == expected_yuan * 100
+
+
+def test_reversal_in_next_window_still_cancels() -> None:
+    # The original is settled in December, the reversal in January: a window covering only
+    # December must not count the cancelled settlement.
+    state = HouseholdState()
+    fold_medical(state, S("A", "2025-12-20", 9000))
+    fold_medical(state, S("R", "2026-01-05", -9000, reverses="A"))
+    assert rigid_spending(state, M("2025-01"), M("2025-12")) == 0
+
+
+# --- job change vs job loss ---------------------------------------------------------------
+
+JOB_CASES = [
+    pytest.param([job("解除劳动合同", "2025-03-10"), job("就业登记", "2025-04-05")], "2025-05",
+                 False, id="new-registration-within-45-days"),
+    pytest.param([job("解除劳动合同", "2025-03-10"), job("就业登记", "2025-04-20")], "2025-04",
+                 False, id="registration-on-day-41"),
+    pytest.param([job("解除劳动合同", "2025-03-10")], "2025-03", False,
+                 id="ended-21-days-ago-still-waiting"),
+    pytest.param([job("解除劳动合同", "2025-03-10")], "2025-04", True,
+                 id="ended-nothing-after-51-days"),
+    pytest.param([job("解除劳动合同", "2025-03-10")], "2025-05", True,
+                 id="ended-nothing-after-82-days"),
+    pytest.param([job("解除劳动合同", "2025-03-10")], "2025-06", False,
+                 id="separation-too-old-for-this-month"),
+    pytest.param([job("失业登记", "2025-03-10")], "2025-03", True, id="registered-unemployed"),
+    pytest.param([job("解除劳动合同", "2025-03-10"), job("失业登记", "2025-03-20")], "2025-03",
+                 True, id="ended-then-unemployed"),
+    pytest.param([job("解除劳动合同", "2025-03-10"), job("工资发放", "2025-04-15", amount="4000")],
+                 "2025-05", False, id="wage-after-ending-is-a-new-job"),
+    pytest.param([job("失业登记", "2025-03-10"), job("就业登记", "2025-04-01")], "2025-04", False,
+                 id="unemployed-then-reemployed"),
+    pytest.param([job("就业登记", "2025-01-10"), job("工资发放", "2025-03-15", amount="4000")],
+                 "2025-03", False, id="steady-job"),
+    pytest.param([job("解除劳动合同", "2025-03-10"), job("就业登记", "2025-04-05", person="p2")],
+                 "2025-05", True, id="another-member-hired-does-not-cover"),
+    pytest.param([job("解除劳动合同", "2025-05-10")], "2025-03", False,
+                 id="future-separation-ignored"),
+]
+
+
+@pytest.mark.parametrize(("events", "judged", "signal"), JOB_CASES)
+def test_job_change_vs_job_loss(events: list[EmploymentEvent], judged: str,
+                                signal: bool) -> None:
+    state = HouseholdState()
+    for ev in events:
+        fold_employment(state, ev)
+    found = _job_loss_signal(state, M(judged), TH)
+    assert (found is not None) == signal, found
+    if found:
+        assert found.rule == "job-loss"
+        assert found.risk_type == "因务工就业不稳"
+
+
+def test_same_day_new_registration_is_a_job_change() -> None:
+    state = HouseholdState()
+    fold_employment(state, job("就业登记", "2024-05-01"))
+    fold_employment(state, job("解除劳动合同", "2025-03-10"))
+    fold_employment(state, job("就业登记", "2025-03-10"))
+    assert _job_loss_signal(state, M("2025-05"), TH) is None
+
+
+def test_job_change_days_is_configurable() -> None:
+    state = HouseholdState()
+    fold_employment(state, job("解除劳动合同", "2025-03-10"))
+    # 2025-03-31 is 21 days after the separation.
+    assert _job_loss_signal(state, M("2025-03"), TH) is None
+    assert _job_loss_signal(state, M("2025-03"), Thresholds(job_change_days=20)) is not None
+
+
+# --- income drop against the same months last year ----------------------------------------
+
+def _migrant_year(year: int, festival_month: int, wages: int = 4000) -> list[IncomeReport]:
+    """A migrant worker's wages: nothing in the Spring Festival month, a bonus in December,
+    farm income peaking at harvest."""
+    out = []
+    for m in range(1, 13):
+        w = 0 if m == festival_month else wages * 2 if m == 12 else wages
+        b = 1500 if 7 <= m <= 10 else 300
+        out.append(income(f"{year}-{m:02d}", w, b))
+    return out
+
+
+def _with(history: list[IncomeReport], month: str, wages: int, business: int) -> list:
+    return [ev for ev in history if ev.month != month] + [income(month, wages, business)]
+
+
+DROP_CASES = [
+    pytest.param(_migrant_year(2024, 2) + _migrant_year(2025, 2), "2025-02", None,
+                 id="festival-zero-same-month-both-years"),
+    pytest.param(_migrant_year(2024, 2) + _migrant_year(2025, 2), "2025-03", None,
+                 id="month-after-festival"),
+    pytest.param(_migrant_year(2024, 2) + _migrant_year(2025, 1), "2025-01", None,
+                 id="festival-moves-to-january"),
+    pytest.param(_migrant_year(2024, 1) + _migrant_year(2025, 2), "2025-02", None,
+                 id="festival-moves-to-february"),
+    pytest.param(_migrant_year(2024, 2) + _migrant_year(2025, 2), "2025-12", None,
+                 id="december-bonus"),
+    pytest.param(_migrant_year(2024, 2) + [income(m, 0, 300) for m in
+                                           months("2025-01", "2025-05")],
+                 "2025-05", "因务工就业不稳", id="wages-stop"),
+    pytest.param(_migrant_year(2024, 2) + [income(m, 4000, 0) for m in
+                                           months("2025-01", "2025-09")],
+                 "2025-09", None, id="harvest-failure-small-share"),
+    pytest.param([income(m, 500, 5000) for m in months("2024-01", "2024-12")]
+                 + [income(m, 500, 500) for m in months("2025-01", "2025-04")],
+                 "2025-04", "因产业项目失败", id="business-collapses"),
+    pytest.param([income(m, 3000, 0) for m in months("2024-07", "2025-04")]
+                 + [income(m, 500, 0) for m in months("2025-05", "2025-07")],
+                 "2025-07", "因务工就业不稳", id="short-history-uses-prior-mean"),
+    pytest.param([income(m, 3000, 0) for m in months("2025-05", "2025-07")], "2025-07", None,
+                 id="too-little-history"),
+]
+
+
+@pytest.mark.parametrize(("history", "judged", "risk"), DROP_CASES)
+def test_income_drop(history: list[IncomeReport], judged: str, risk: str | None) -> None:
+    state = HouseholdState()
+    for ev in history:
+        if M(ev.month) <= M(judged):
+            fold_income(state, ev)
+    found = _drop_signal(state, M(judged), TH)
+    assert (found.risk_type if found else None) == risk, found
+
+
+def test_drop_threshold_is_strict() -> None:
+    # Exactly 70% of last year's same months is not a drop; just below is.
+    base = [income(m, 1000) for m in months("2024-01", "2024-12")]
+    at = base + [income(m, 700) for m in months("2025-01", "2025-03")]
+    below = base + [income("2025-01", 700), income("2025-02", 700), income("2025-03", "699.99")]
+    for history, expected in ((at, False), (below, True)):
+        state = HouseholdState()
+        for ev in history:
+            fold_income(state, ev)
+        assert (_drop_signal(state, M("2025-03"), TH) is not None) == expected
+
+
+# --- medical spike ------------------------------------------------------------------------
+
+RICH = [income(m, 8000) for m in months("2024-04", "2025-03")]  # 96000 a year
+MEDICAL_CASES = [
+    pytest.param([S("A", "2025-03-05", "10000.01")], RICH, True, id="stay-just-over-10000"),
+    pytest.param([S("A", "2025-03-05", "10000.00")], RICH, False, id="stay-exactly-10000"),
+    pytest.param([S("A", "2025-03-05", 15000, inpatient=False)], RICH, False,
+                 id="outpatient-not-a-stay"),
+    pytest.param([S("A", "2025-03-05", 6000), S("B", "2025-03-20", 6000)], RICH, False,
+                 id="two-smaller-stays"),
+    pytest.param([S("A", "2025-01-05", 12000)], RICH, True, id="stay-two-months-ago"),
+    pytest.param([S("A", "2024-12-05", 12000)], RICH, False, id="stay-too-old-for-spike"),
+    pytest.param([S("A", "2025-02-05", 12000), S("R", "2025-03-01", -12000, reverses="A")], RICH,
+                 False, id="reversed-stay"),
+    pytest.param([S("A", "2025-02-05", 12000), S("A", "2025-02-05", 12000)], RICH, True,
+                 id="duplicated-stay"),
+    pytest.param([S("A", "2025-01-05", 2000, inpatient=False)],
+                 [income(m, 300) for m in months("2024-04", "2025-03")], True,
+                 id="over-half-of-income"),
+    pytest.param([S("A", "2025-01-05", 1800, inpatient=False)],
+                 [income(m, 300) for m in months("2024-04", "2025-03")], False,
+                 id="exactly-half-of-income"),
+]
+
+
+@pytest.mark.parametrize(("settlements", "history", "signal"), MEDICAL_CASES)
+def test_medical_spike(settlements: list[MedicalSettlement], history: list[IncomeReport],
+                       signal: bool) -> None:
+    state = HouseholdState()
+    for ev in history:
+        fold_income(state, ev)
+    for s in settlements:
+        fold_medical(state, s)
+    found = _medical_signal(state, M("2025-03"), TH)
+    assert (found is not None) == signal, found
+    if found:
+        assert found.risk_type == "因病"
+
+
+# --- alert only when projected income is below the line ------------------------------------
+
+def _judge(events: list[object], month: str, pol: Policy | None = None):
+    state = HouseholdState()
+    pol = pol or policy()
+    for ev in events:
+        state, _ = step(state, ev, pol)  # type: ignore[arg-type]
+    return evaluate(state, M(month), pol)
+
+
+# 2025 line 7200; one person; flat income X a month projects to 12X a year.
+# alert_margin 0.97 -> 6984 (X < 582); shock_margin 1.05 -> 7560 (X < 630).
+ALERT_CASES = [
+    pytest.param(flat_history("2024-01", "2025-06", 570), None, "其他", "中",
+                 id="below-line-no-signal"),
+    pytest.param(flat_history("2024-01", "2025-06", 400), None, "其他", "高",
+                 id="far-below-line"),
+    pytest.param(flat_history("2024-01", "2025-06", 590), None, None, None,
+                 id="below-line-above-alert-margin"),
+    pytest.param(flat_history("2024-01", "2025-06", 590), [job("失业登记", "2025-06-03")],
+                 "因务工就业不稳", "中", id="margin-to-line-with-job-loss"),
+    pytest.param(flat_history("2024-01", "2025-06", 610), None, None, None,
+                 id="just-above-line"),
+    pytest.param(flat_history("2024-01", "2025-06", 610), [job("失业登记", "2025-06-03")],
+                 "因务工就业不稳", "低", id="just-above-line-with-job-loss"),
+    pytest.param(flat_history("2024-01", "2025-06", 700), [job("失业登记", "2025-06-03")],
+                 None, None, id="above-shock-margin-with-job-loss"),
+    pytest.param(flat_history("2024-01", "2025-06", 9000, size=3),
+                 [job("就业登记", "2024-03-01"), job("解除劳动合同", "2025-04-01"),
+                  job("失业登记", "2025-06-03")], None, None, id="well-off-loses-job"),
+    pytest.param(flat_history("2024-01", "2025-06", 9000, size=3),
+                 [S("A", "2025-06-10", 20000)], None, None, id="well-off-big-hospital-bill"),
+    pytest.param(flat_history("2024-01", "2025-06", 1500), [S("A", "2025-06-10", 12000)],
+                 "因病", "中", id="hospital-bill-pushes-below-line"),
+]
+
+
+@pytest.mark.parametrize(("history", "extra", "risk", "severity"), ALERT_CASES)
+def test_alert_only_below_line_times_margin(history: list, extra: list | None,
+                                            risk: str | None, severity: str | None) -> None:
+    alert = _judge([member("p1", size=history[0].household_size), *(extra or []), *history],
+                   "2025-06")
+    if risk is None:
+        assert alert is None, alert
+        return
+    assert alert is not None
+    assert (alert.risk_type, alert.severity) == (risk, severity)
+    assert alert.evidence.projected_per_capita < alert.evidence.monitoring_line * Decimal("1.05")
+    assert alert.reasons[-1].rule == "projected-below-line"
+
+
+def test_evidence_numbers_add_up() -> None:
+    alert = _judge([member("p1", size=2), S("A", "2025-06-10", "12000.50"),
+                    *flat_history("2024-01", "2025-06", 1500, size=2)], "2025-06")
+    assert alert is not None
+    ev = alert.evidence
+    assert ev.monitoring_line == Decimal("7200") and ev.line_year == 2025
+    assert ev.household_size == 2 and ev.months_of_history == 12
+    assert ev.projected_income_12m == Decimal("18000.00")
+    assert ev.baseline_income_12m == Decimal("18000.00")
+    assert ev.rigid_spending_12m == Decimal("12000.50")
+    assert ev.projected_per_capita == Decimal("2999.75")
+    assert Origin("medical", "medical/2025-06.csv", 2) in ev.sources
+    assert Origin("rural", "income/2025-06.csv", 2) in ev.sources
+
+
+def test_unpublished_year_uses_latest_line_and_no_line_means_no_alert() -> None:
+    history = flat_history("2026-06", "2027-03", 300)
+    alert = _judge(history, "2027-03")
+    assert alert is not None and alert.evidence.line_year == 2026
+    assert _judge(flat_history("2022-01", "2022-06", 100), "2022-06") is None
+
+
+# --- cold start ---------------------------------------------------------------------------
+
+COLD_CASES = [
+    pytest.param([income("2025-06", 300)], id="one-month"),
+    pytest.param([income("2025-05", 300), income("2025-06", 0)], id="two-months"),
+    pytest.param([income("2025-06", 0)], id="one-zero-month"),
+    pytest.param([S("A", "2025-06-01", 12000), job("失业登记", "2025-06-02"),
+                  income("2025-06", 300)], id="person-events-first"),
+    pytest.param([member("p1", "无劳动力"), income("2025-06", 300)], id="roster-then-one-month"),
+    pytest.param([income("2025-06", 300), income("2025-06", 300)], id="same-month-twice"),
+    pytest.param([income("2025-07", 300), income("2025-06", 300)], id="late-earlier-month"),
+]
+
+
+@pytest.mark.parametrize("events", COLD_CASES)
+def test_cold_start_does_not_crash(events: list[object]) -> None:
+    state, alerts = run(events)
+    assert state.household_id == HH
+    for a in alerts:
+        assert a.evidence.months_of_history <= 2
+        assert a.evidence.household_size >= 1
+
+
+def test_cold_start_projection_uses_months_seen() -> None:
+    state = HouseholdState()
+    fold_income(state, income("2025-05", 500))
+    fold_income(state, income("2025-06", 700))
+    projected, baseline, n = project_income(state, M("2025-06"), TH)
+    assert (baseline, n) == (1200_00, 2)
+    # This month, the one earlier month seen, and the mean for the 10 months not seen.
+    assert projected == 700_00 + 500_00 + 10 * 600_00
+
+
+def test_late_report_is_kept_but_not_rejudged() -> None:
+    state, alerts = run([income("2025-04", 100), income("2025-05", 100),
+                         income("2025-07", 100), income("2025-06", 100)])
+    assert M("2025-06") in state.income
+    assert [a.month for a in alerts] == ["2025-07"]
+
+
+# --- alert id -----------------------------------------------------------------------------
+
+def test_alert_id_is_deterministic() -> None:
+    history = flat_history("2024-01", "2025-06", 300)
+    _, first = run(history)
+    _, again = run(history)
+    assert [a.id for a in first] == [a.id for a in again]
+    assert len({a.id for a in first}) == len(first)  # one id per household and month
+    assert all(a.id.startswith("a") and len(a.id) == 32 for a in first)
+    # A replay of an already-judged income report through the same state adds no new id.
+    state, _ = run(history)
+    _, replayed = step(state, history[-1], policy())
+    assert [a.id for a in replayed] == [first[-1].id]
+
+
+@pytest.mark.parametrize(("change", "same"), [
+    ("nothing", True), ("household", False), ("month", False), ("rule-version", False),
+], ids=lambda v: str(v))
+def test_alert_id_depends_on_household_month_version(change: str, same: bool,
+                                                     tmp_path: Path) -> None:
+    hh = "9901210010010002" if change == "household" else HH
+    last = "2025-07" if change == "month" else "2025-06"
+    pol = policy()
+    if change == "rule-version":
+        (tmp_path / "r.toml").write_text('version = "other"\n', encoding="utf-8")
+        pol = policy(RuleConfig.load(tmp_path / "r.toml"))
+    _, base = run(flat_history("2024-01", "2025-06", 300))
+    _, other = run([income(m, 300, hh=hh) for m in months("2024-01", last)], pol)
+    assert (other[-1].id == base[-1].id) is same
+
+
+# --- risk type naming ---------------------------------------------------------------------
+
+RISK_CASES = [
+    pytest.param([S("A", "2025-06-10", 12000), *flat_history("2024-01", "2025-06", 1500)],
+                 "因病", id="illness"),
+    pytest.param([job("失业登记", "2025-06-03"), *flat_history("2024-01", "2025-06", 590)],
+                 "因务工就业不稳", id="job-loss"),
+    pytest.param([*[income(m, 800) for m in months("2024-01", "2025-03")],
+                  *[income(m, 100) for m in months("2025-04", "2025-06")]],
+                 "因务工就业不稳", id="wages-fall"),
+    pytest.param([*[income(m, 100, 800) for m in months("2024-01", "2025-03")],
+                  *[income(m, 100, 50) for m in months("2025-04", "2025-06")]],
+                 "因产业项目失败", id="business-fails"),
+    pytest.param([member("p1", "无劳动力"), member("p2", "弱劳动力"),
+                  *flat_history("2024-01", "2025-06", 400)], "缺劳动力", id="no-able-labour"),
+    pytest.param([member("p1", "普通劳动力"), member("p2", "弱劳动力"),
+                  *flat_history("2024-01", "2025-06", 400)], "其他", id="has-labour"),
+    pytest.param(flat_history("2024-01", "2025-06", 400), "其他", id="no-roster"),
+]
+
+
+@pytest.mark.parametrize(("events", "risk"), RISK_CASES)
+def test_risk_type_naming(events: list[object], risk: str) -> None:
+    alert = _judge(events, "2025-06")
+    assert alert is not None
+    assert alert.risk_type == risk
+    assert alert.risk_type in get_args(RiskType)
+    assert all(r.risk_type in get_args(RiskType) for r in alert.reasons)
+
+
+def test_illness_comes_first_when_several_signals() -> None:
+    alert = _judge([S("A", "2025-06-10", 12000), job("失业登记", "2025-06-03"),
+                    *flat_history("2024-01", "2025-06", 1500)], "2025-06")
+    assert alert is not None
+    assert [r.rule for r in alert.reasons] == ["medical-spike", "job-loss",
+                                               "projected-below-line"]
+    assert alert.risk_type == "因病"
+
+
+# --- RuleConfig ---------------------------------------------------------------------------
+
+RULES = """\
+version = "test-7"
+
+[default]
+alert_margin = 0.95
+job_change_days = 40
+
+[[override]]
+region_prefix = "990121001"
+job_change_days = 30
+
+[[override]]
+region_prefix = "990121"
+year = 2026
+shock_margin = 1.2
+
+[[override]]
+region_prefix = "99"
+drop_ratio = 0.6
+
+[[override]]
+year = 2027
+spike_single_stay_yuan = 8000
+"""
+
+
+@pytest.fixture
+def rules(tmp_path: Path) -> RuleConfig:
+    path = tmp_path / "rules.toml"
+    path.write_text(RULES, encoding="utf-8")
+    return RuleConfig.load(path)
+
+
+CONFIG_CASES = [
+    pytest.param("990122001001", 2025, dict(alert_margin=Decimal("0.95"), job_change_days=40,
+                                            shock_margin=Decimal("1.05"),
+                                            drop_ratio=Decimal("0.6")), id="province-wide"),
+    pytest.param("990121002001", 2025, dict(shock_margin=Decimal("1.05"), job_change_days=40),
+                 id="county-other-year"),
+    pytest.param("990121002001", 2026, dict(shock_margin=Decimal("1.2"), job_change_days=40,
+                                            drop_ratio=Decimal("0.6")), id="county-2026"),
+    pytest.param("990121001001", 2026, dict(shock_margin=Decimal("1.2"), job_change_days=30),
+                 id="township-in-county-2026"),
+    pytest.param("990121001001", 2025, dict(shock_margin=Decimal("1.05"), job_change_days=30),
+                 id="township-2025"),
+    pytest.param("880000000000", 2025, dict(drop_ratio=Decimal("0.7"),
+                                            alert_margin=Decimal("0.95")), id="other-province"),
+    pytest.param("880000000000", 2027, dict(spike_single_stay_yuan=Decimal("8000")),
+                 id="year-only"),
+    pytest.param("990121001001", 2027, dict(spike_single_stay_yuan=Decimal("8000"),
+                                            job_change_days=30), id="year-and-prefix"),
+]
+
+
+@pytest.mark.parametrize(("region", "year", "expected"), CONFIG_CASES)
+def test_config_overrides(rules: RuleConfig, region: str, year: int,
+                          expected: dict[str, object]) -> None:
+    th = rules.for_(region, year)
+    for name, value in expected.items():
+        assert getattr(th, name) == value, name
+        assert type(getattr(th, name)) is type(value), name
+    assert rules.version == "test-7"
+
+
+def test_most_specific_override_wins_whatever_the_file_order(tmp_path: Path) -> None:
+    path = tmp_path / "r.toml"
+    path.write_text(textwrap.dedent("""\
+        [[override]]
+        region_prefix = "990121"
+        year = 2026
+        job_change_days = 10
+        [[override]]
+        region_prefix = "990121"
+        job_change_days = 20
+        [[override]]
+        region_prefix = "99"
+        job_change_days = 30
+        """), encoding="utf-8")
+    cfg = RuleConfig.load(path)
+    assert cfg.for_("990121001001", 2026).job_change_days == 10
+    assert cfg.for_("990121001001", 2025).job_change_days == 20
+    assert cfg.for_("990122001001", 2026).job_change_days == 30
+
+
+def test_bundled_rules_equal_code_defaults() -> None:
+    assert CONFIG.default == Thresholds()
+    assert CONFIG.version != "unversioned"
+
+
+def test_override_changes_the_decision(rules: RuleConfig) -> None:
+    # 2026 line 7400; 660 a month -> 7920 per head: above the default shock margin
+    # (7400 * 1.05 = 7770) but below the county's 2026 margin (7400 * 1.2 = 8880).
+    events = [job("失业登记", "2026-06-03"), *flat_history("2025-01", "2026-06", 660)]
+    assert _judge(events, "2026-06", policy()) is None
+    alert = _judge(events, "2026-06", policy(rules))
+    assert alert is not None and alert.risk_type == "因务工就业不稳"
+    assert alert.rule_version.endswith("/test-7")
+
+
+@pytest.mark.parametrize(("text", "where", "key"), [
+    ("[default]\nalert_margn = 0.9\n", "[default]", "alert_margn"),
+    ("[[override]]\nregion_prefix = '99'\nshock_margn = 1.1\n", "[[override]] #1",
+     "shock_margn"),
+    ("[[override]]\nregion_prefix = '99'\n[[override]]\nyaer = 2026\ndrop_ratio = 0.5\n",
+     "[[override]] #2", "yaer"),
+], ids=["default", "override", "second-override-typo-year"])
+def test_unknown_threshold_raises_naming_key(tmp_path: Path, text: str, where: str,
+                                             key: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ValueError, match=key) as info:
+        RuleConfig.load(path)
+    assert where in str(info.value)
+
+
+@pytest.mark.parametrize("text", ["[defaults]\nalert_margin = 0.5\n", 'verison = "x"\n'],
+                         ids=["table", "key"])
+def test_unknown_top_level_key_raises(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ValueError):
+        RuleConfig.load(path)
+
+
+def test_policy_line_for() -> None:
+    pol = policy()
+    assert pol.line_for(2025) == (2025, Decimal("7200"))
+    assert pol.line_for(2030) == (2026, Decimal("7400"))
+    assert pol.line_for(2023) is None
+
+
+def test_events_are_frozen() -> None:
+    with pytest.raises(AttributeError):
+        income("2025-01").total = Decimal(1)  # type: ignore[misc]
+    moved = msgspec.structs.replace(income("2025-01", 5), month="2025-02")
+    assert moved.month == "2025-02" and moved.total == Decimal(5)
