@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,10 +34,20 @@ def personal_data(root: Path = SAMPLE) -> tuple[set[str], set[str]]:
     return ids, {n for n in names if len(n) >= 2}
 
 
+_ID_LIKE = re.compile(r"[0-9]{17}[0-9Xx]")
+_CJK_RUN = re.compile(r"[\u4e00-\u9fff]+")
+
+
 def find_personal_data(blob: str, ids: set[str], names: set[str]) -> list[str]:
-    found = [i for i in ids if i in blob]
-    found += [n for n in names if n in blob]
-    return found
+    """The ID numbers and names that occur anywhere in ``blob`` (also inside longer
+    strings), found by set intersection so a multi-megabyte dump is scanned once."""
+    found = {m.upper() for m in _ID_LIKE.findall(blob)} & {i.upper() for i in ids}
+    lengths = {len(n) for n in names}
+    grams: set[str] = set()
+    for run in set(_CJK_RUN.findall(blob)):
+        for n in lengths:
+            grams.update(run[i:i + n] for i in range(len(run) - n + 1))
+    return sorted(found) + sorted(grams & names)
 
 
 def cli_env(extra: dict[str, str]) -> dict[str, str]:
