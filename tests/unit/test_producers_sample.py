@@ -25,7 +25,8 @@ from schemas.events import (
     RosterMember,
 )
 
-SAMPLE = Path(__file__).resolve().parents[2].parent / "shared" / "feeds" / "sample"
+# The bundled byte-for-byte copy of ../shared/feeds/sample, so the test runs in any checkout.
+SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"
 KEY = b"unit-test-pseudonym-key-0123456789"
 
 
