@@ -160,3 +160,25 @@ def test_poison_messages_go_to_dead_letters(pipeline_env: dict[str, str]) -> Non
         "kind" in by_topic[settings.topic("household-events")].reason
     with pytest.raises(msgspec.DecodeError):
         decode_event(b"not json at all")
+
+
+def test_publish_one_department_folder(pipeline_env: dict[str, str], tmp_path: Path) -> None:
+    """A department publishes its own folder: bad rows are reported, the rest go out."""
+    report = tmp_path / "medical-rejects.csv"
+    out = fanpin(["publish", "medical", str(SAMPLE / "medical"), "--rejects", str(report)],
+                 pipeline_env)
+    expected = {(r["文件"], r["行号"]) for r in read_csv(SAMPLE / "bad_rows.csv")
+                if r["文件"].startswith("medical/")}
+    assert {(r["文件"], r["行号"]) for r in read_csv(report)} == expected
+    settings = Settings()
+    admin = Admin(settings)
+    try:
+        published = sum(admin.end_offsets(settings.topic("person-events")).values())
+    finally:
+        admin.close()
+    with_rows = 0
+    for f in (SAMPLE / "medical").glob("*.csv"):
+        with f.open(encoding="gb18030") as fh:
+            with_rows += sum(1 for _ in fh) - 1
+    assert published == with_rows - len(expected)
+    assert f"{published} events" in out
