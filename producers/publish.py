@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -138,4 +138,3 @@ def write_rejects(
     return n
 
 
-ProgressHook = Callable[[str], None]
