@@ -203,6 +203,24 @@ def _export(settings, out: Path) -> int:  # type: ignore[no-untyped-def]
     return int(n or 0)
 
 
+@main.command()
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--alerts", "export_path", required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A watch-list export (fanpin watchlist export / replay --export).")
+def evaluate(directory: Path, export_path: Path) -> None:
+    """Score a watch-list export against DIRECTORY/truth.csv.
+
+    Prints recall, precision, median delay after the shock, a per-cause breakdown,
+    risk-type accuracy and entries per at-risk household.
+    """
+    from fanpin.evaluate import evaluate as run_evaluation
+
+    if not (directory / "truth.csv").exists():
+        raise click.UsageError(f"{directory} has no truth.csv to score against")
+    click.echo(run_evaluation(directory, export_path).report())
+
+
 # --- the watch list -------------------------------------------------------------------
 
 @main.group()

@@ -62,12 +62,18 @@ def _number(value: object) -> str:
     return f"{number:f}"
 
 
+def _risk_types_main_first(entry: Entry) -> str:
+    """The main risk type first (what the officer reads first), then the others seen."""
+    others = [t for t in (entry.risk_types or "").split("、") if t and t != entry.risk_type]
+    return "、".join([entry.risk_type, *others])
+
+
 def _row(entry: Entry) -> list[str]:
     evidence = evidence_of(entry).evidence
     text_cells = [
         entry.household_id,
         entry.region_code,
-        entry.risk_types,
+        _risk_types_main_first(entry),
         entry.rules,
         entry.first_month,
         entry.severity,
