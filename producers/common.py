@@ -15,7 +15,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -620,3 +620,27 @@ def _parse_lines(
             yield fields
         else:
             yield parse_row(dict(zip(header, fields, strict=True)), origin, ctx)
+
+
+_E = TypeVar("_E")
+
+
+def fast_or_checked(
+    row: Row,
+    origin: Origin,
+    ctx: ParseContext,
+    values: Callable[[Row], Iterable[str]],
+    fast: Callable[[str, Origin, ParseContext], _E | None],
+    checked: Callable[[Row, Origin, ParseContext], _E | Reject],
+) -> _E | Reject:
+    """Try a format's fast path on the row's values joined as a line (ordinary valid rows),
+    and fall back to the full field-by-field check, the only code that decides rejects."""
+    try:
+        line: str | None = ",".join(values(row))
+    except (KeyError, TypeError):
+        line = None
+    if line is not None:
+        event = fast(line, origin, ctx)
+        if event is not None:
+            return event
+    return checked(row, origin, ctx)

@@ -19,6 +19,7 @@ from producers.common import (
     choice,
     compact_date,
     digits_field,
+    fast_or_checked,
     get,
     id_number,
     make_reject,
@@ -89,15 +90,7 @@ def fast_line(line: str, origin: Origin, ctx: ParseContext) -> EmploymentEvent |
 
 def parse_row(row: Row, origin: Origin, ctx: ParseContext) -> EmploymentEvent | Reject:
     """One row (column name -> text) to an event or a Reject."""
-    try:
-        line: str | None = ",".join(_VALUES(row))
-    except (KeyError, TypeError):
-        line = None
-    if line is not None:
-        event = fast_line(line, origin, ctx)
-        if event is not None:
-            return event
-    return parse_row_checked(row, origin, ctx)
+    return fast_or_checked(row, origin, ctx, _VALUES, fast_line, parse_row_checked)
 
 
 def parse_row_checked(row: Row, origin: Origin, ctx: ParseContext) -> EmploymentEvent | Reject:

@@ -25,6 +25,7 @@ from producers.common import (
     RowError,
     choice,
     digits_field,
+    fast_or_checked,
     get,
     id_number,
     make_reject,
@@ -117,15 +118,7 @@ def fast_line(line: str, origin: Origin, ctx: ParseContext) -> MedicalSettlement
 
 def parse_row(row: Row, origin: Origin, ctx: ParseContext) -> MedicalSettlement | Reject:
     """One row (column name -> text) to an event or a Reject."""
-    try:
-        line: str | None = ",".join(_VALUES(row))
-    except (KeyError, TypeError):
-        line = None
-    if line is not None:
-        event = fast_line(line, origin, ctx)
-        if event is not None:
-            return event
-    return parse_row_checked(row, origin, ctx)
+    return fast_or_checked(row, origin, ctx, _VALUES, fast_line, parse_row_checked)
 
 
 def parse_row_checked(row: Row, origin: Origin, ctx: ParseContext) -> MedicalSettlement | Reject:
