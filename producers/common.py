@@ -546,6 +546,21 @@ def _rows(
     lines: list[str], start: int, header: list[str], rel: str
 ) -> Iterator[tuple[int, dict[str, str]] | Reject]:
     n = len(header)
+    for item in _data_lines(lines, start, rel):
+        if isinstance(item, Reject):
+            yield item
+            continue
+        lineno, line = item
+        fields = _split_checked(rel, lineno, line, n)
+        if isinstance(fields, Reject):
+            yield fields
+        else:
+            yield lineno, dict(zip(header, fields, strict=True))
+
+
+def _data_lines(lines: list[str], start: int, rel: str) -> Iterator[tuple[int, str] | Reject]:
+    """The data lines with their line numbers (header = 1): CR stripped, blank lines
+    skipped (their numbers kept), over-long lines rejected without echoing them."""
     for idx in range(start, len(lines)):
         line = lines[idx]
         if line.endswith("\r"):
@@ -556,11 +571,7 @@ def _rows(
         if len(line) > MAX_LINE:
             yield _too_long(rel, lineno, line)
             continue
-        fields = _split_checked(rel, lineno, line, n)
-        if isinstance(fields, Reject):
-            yield fields
-        else:
-            yield lineno, dict(zip(header, fields, strict=True))
+        yield lineno, line
 
 
 R = TypeVar("R")
@@ -599,16 +610,11 @@ def _parse_lines(
     fast: Callable[[str, Origin, ParseContext], R | None] | None,
 ) -> Iterator[R | Reject]:
     n = len(header)
-    for idx in range(start, len(lines)):
-        line = lines[idx]
-        if line.endswith("\r"):
-            line = line[:-1]
-        if not line or line.isspace():
+    for item in _data_lines(lines, start, rel):
+        if isinstance(item, Reject):
+            yield item
             continue
-        lineno = idx + 1
-        if len(line) > MAX_LINE:
-            yield _too_long(rel, lineno, line)
-            continue
+        lineno, line = item
         origin = Origin(department, rel, lineno)
         if fast is not None and '"' not in line:  # quoted fields need the CSV reader
             event = fast(line, origin, ctx)
