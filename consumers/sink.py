@@ -1,5 +1,8 @@
 """The alert sink: alerts topic -> watch list, at least once and idempotent.
 
+It also records the department file receipts from the files topic (``FeedFile``), just
+as idempotently, before the alerts of the same poll.
+
 Offsets are committed only after the watch-list transaction has committed, so a crash
 replays the last batch; replaying is harmless because every alert id is recorded once and
 a household's open entry absorbs repeated alerts. A message that is not an alert goes to
@@ -19,11 +22,19 @@ from kafka import KafkaConsumer, KafkaProducer
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
+from consumers.watchlist.feeds import record_feed_files
 from consumers.watchlist.models import create_engine_for, init_db
 from consumers.watchlist.service import record_alerts
 from fanpin.kafka_admin import sink_group
+from fanpin.metrics import (
+    DEAD_LETTERS,
+    EVENT_TO_ALERT,
+    FEED_FILES,
+    SINK_RETRIES,
+    WATCHLIST_WRITES,
+)
 from fanpin.settings import Settings
-from schemas.events import Alert, DeadLetter, decode_event, encode
+from schemas.events import Alert, DeadLetter, FeedFile, decode_event, encode
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +48,7 @@ class AlertSink:
         opts = settings.kafka_client_options()
         self.consumer = KafkaConsumer(
             settings.topic("alerts"),
+            settings.topic("files"),
             bootstrap_servers=settings.bootstrap_servers,
             group_id=sink_group(settings),
             client_id="fanpin-sink",
@@ -64,22 +76,31 @@ class AlertSink:
             if not batch:
                 continue
             alerts: list[Alert] = []
+            receipts: list[FeedFile] = []
+            stamps: list[float] = []
             for records in batch.values():
                 for record in records:
-                    alert = self._decode(record)
-                    if alert is not None:
-                        alerts.append(alert)
-            if alerts:
-                self._write_with_retry(alerts)
+                    event = self._decode(record)
+                    if isinstance(event, Alert):
+                        alerts.append(event)
+                        stamps.append(record.timestamp / 1000.0)
+                    elif isinstance(event, FeedFile):
+                        receipts.append(event)
+            if alerts or receipts:
+                self._write_with_retry(alerts, receipts)
+                now = time.time()
+                for stamp in stamps:
+                    EVENT_TO_ALERT.observe(max(0.0, now - stamp))
             self.producer.flush()
             self.consumer.commit()
 
-    def _decode(self, record) -> Alert | None:  # type: ignore[no-untyped-def]
+    def _decode(self, record) -> Alert | FeedFile | None:  # type: ignore[no-untyped-def]
+        expected = Alert if record.topic == self.settings.topic("alerts") else FeedFile
         try:
             event = decode_event(record.value)
-            if isinstance(event, Alert):
+            if isinstance(event, expected):
                 return event
-            reason = f"{type(event).__name__} does not belong on the alerts topic"
+            reason = f"{type(event).__name__} does not belong on {record.topic}"
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             reason = f"not a known event: {exc}"
         raw = record.value or b""
@@ -87,21 +108,35 @@ class AlertSink:
             topic=record.topic, partition=record.partition, offset=record.offset,
             reason=reason[:500], payload=raw[:4096].decode("utf-8", "replace"),
             consumer="alert-sink")))
+        DEAD_LETTERS.labels("alert-sink").inc()
         log.warning("dead-lettered %s[%d]@%d: %s", record.topic, record.partition,
                     record.offset, reason[:200])
         return None
 
-    def _write_with_retry(self, alerts: list[Alert]) -> None:
+    def _write_with_retry(self, alerts: list[Alert], receipts: list[FeedFile]) -> None:
         delay = 0.5
         while True:
             try:
+                files = 0
+                if receipts:
+                    with Session(self.engine) as session, session.begin():
+                        files = record_feed_files(session=session, receipts=receipts)
                 with Session(self.engine) as session, session.begin():
                     stats = record_alerts(session=session, alerts=alerts)
                 self.written += len(alerts)
-                log.info("watch list: %d new entries, %d merged, %d already recorded",
-                         stats.new_entries, stats.merged, stats.duplicates)
+                WATCHLIST_WRITES.labels("new").inc(stats.new_entries)
+                WATCHLIST_WRITES.labels("merged").inc(stats.merged)
+                WATCHLIST_WRITES.labels("duplicate").inc(stats.duplicates)
+                for r in receipts:
+                    FEED_FILES.labels(r.feed).inc()
+                if alerts:
+                    log.info("watch list: %d new entries, %d merged, %d already recorded",
+                             stats.new_entries, stats.merged, stats.duplicates)
+                if receipts:
+                    log.info("feed files: %d receipts, %d new", len(receipts), files)
                 return
             except (OperationalError, DBAPIError) as exc:
+                SINK_RETRIES.inc()
                 if self.stop.is_set():
                     raise
                 log.warning("watch list unavailable (%s); retrying in %.1fs",

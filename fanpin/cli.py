@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -120,6 +121,7 @@ def publish(dept: str, path: Path, rejects: Path | None, roster: Path | None) ->
     admin.close()
     publisher = Publisher(settings)
     total = PublishResult()
+    started = time.monotonic()
     try:
         for f in files:
             rel = f"{f.parent.name}/{f.name}" if dept in ("income", "medical", "employment") \
@@ -127,6 +129,7 @@ def publish(dept: str, path: Path, rejects: Path | None, roster: Path | None) ->
             total.merge(publisher.publish_file(module, f, rel, ctx))
     finally:
         publisher.close()
+    _batch_metrics("fanpin_publish", settings, total, time.monotonic() - started)
     click.echo(f"published {total.events} events from {len(files)} file(s); "
                f"{len(total.rejects)} rows rejected; {len(total.file_errors)} files rejected")
     for file, message in total.file_errors:
@@ -161,6 +164,7 @@ def replay(directory: Path, export_path: Path | None, rejects: Path | None,
     settings = get_settings()
     click.echo(f"replaying {directory} ...")
     summary = run_replay(settings, directory, timeout=timeout)
+    _batch_metrics("fanpin_replay", settings, summary.published, summary.seconds)
     rejects = rejects or settings.var_dir / "reports" / f"{directory.resolve().name}-rejects.csv"
     n_rejects = write_rejects(rejects, summary.published.rejects, summary.published.file_errors)
     counts = _watchlist_counts(settings)
@@ -172,6 +176,15 @@ def replay(directory: Path, export_path: Path | None, rejects: Path | None,
     if export_path:
         n = _export(settings, export_path)
         click.echo(f"export: {export_path} ({n} entries)")
+
+
+def _batch_metrics(job: str, settings, published, seconds: float) -> None:  # type: ignore[no-untyped-def]
+    """Leave the run's figures for Prometheus (textfile, and Pushgateway if configured)."""
+    from fanpin.metrics import BatchReport
+
+    report = BatchReport(job)
+    report.add(published.receipts)
+    report.flush(settings, seconds)
 
 
 def _watchlist_counts(settings) -> dict[str, int]:  # type: ignore[no-untyped-def]
@@ -239,15 +252,30 @@ def watchlist_export(out: Path) -> None:
 
 # --- long-running processes -------------------------------------------------------------
 
+METRICS_PORT_HELP = "Serve /metrics on this port (0: off). Default: FANPIN_{}_METRICS_PORT or {}."
+
+
 @main.command()
-def worker() -> None:
-    """Run the stream worker (Faust agents: roster join and household risk detector)."""
+@click.option("--metrics-port", type=int, default=None,
+              help=METRICS_PORT_HELP.format("WORKER", 18091))
+def worker(metrics_port: int | None) -> None:
+    """Run the stream worker (Faust agents: roster join and household risk detector).
+
+    Start several on one or more machines with the same settings: they share the
+    partitions, and when one stops the others take over its households' state.
+    """
+    from fanpin import metrics
     from fanpin.broker import local_broker_for
 
     settings = get_settings()
     if settings.uses_local_broker:
         local_broker_for(settings).ensure_started()
+    from streams.agents import policy
     from streams.app import app
+
+    metrics.set_build_info("worker", policy.config.version)
+    metrics.serve(settings.worker_metrics_port if metrics_port is None else metrics_port,
+                  settings.metrics_host)
 
     level = logging.getLevelName(logging.getLogger().level).lower()
     sys.argv = ["fanpin-worker", "worker", "--without-web", "-l", level]
@@ -255,11 +283,22 @@ def worker() -> None:
 
 
 @main.command()
-def sink() -> None:
-    """Run the alert sink: alerts topic -> watch list (SQLite or PostgreSQL)."""
-    from consumers.sink import run_sink
+@click.option("--metrics-port", type=int, default=None,
+              help=METRICS_PORT_HELP.format("SINK", 18092))
+def sink(metrics_port: int | None) -> None:
+    """Run the alert sink: alerts topic -> watch list (SQLite or PostgreSQL).
 
-    run_sink(get_settings())
+    Its /metrics also carries every pipeline consumer group's lag, read from the broker.
+    """
+    from consumers.sink import run_sink
+    from fanpin import metrics
+
+    settings = get_settings()
+    metrics.set_build_info("sink")
+    metrics.register(metrics.consumer_lag_collector(settings))
+    metrics.serve(settings.sink_metrics_port if metrics_port is None else metrics_port,
+                  settings.metrics_host)
+    run_sink(settings)
 
 
 @main.command()
@@ -271,11 +310,14 @@ def web(host: str | None, port: int | None) -> None:
 
     from consumers.watchlist.models import create_engine_for, init_db
     from consumers.watchlist.views import create_app
+    from fanpin import metrics
 
     settings = get_settings()
     engine = create_engine_for(settings.watchlist_url)
     init_db(engine)
-    uvicorn.run(create_app(engine=engine), host=host or settings.web_host,
+    metrics.set_build_info("web")
+    metrics.register(metrics.watchlist_collector(engine))
+    uvicorn.run(create_app(engine=engine, metrics=True), host=host or settings.web_host,
                 port=port or settings.web_port, log_level="warning")
 
 
@@ -288,8 +330,6 @@ def demo(directory: Path | None) -> None:
     Broker, worker, sink and the watch-list page run until Ctrl-C; then everything this
     command started is stopped.
     """
-    import time
-
     from fanpin.replay import replay as run_replay
     from fanpin.services import Services
     from producers.publish import write_rejects
@@ -300,6 +340,7 @@ def demo(directory: Path | None) -> None:
     with Services(settings, need=("worker", "sink")) as services:
         services.spawn("web")
         summary = run_replay(settings, directory)
+        _batch_metrics("fanpin_replay", settings, summary.published, summary.seconds)
         rejects = settings.var_dir / "reports" / "sample-rejects.csv"
         write_rejects(rejects, summary.published.rejects, summary.published.file_errors)
         export = settings.var_dir / "reports" / "watchlist.csv"
@@ -311,6 +352,9 @@ def demo(directory: Path | None) -> None:
         click.echo(f"  Export:                {export}")
         click.echo(f"  Reject report:         {rejects}")
         click.echo(f"  Logs:                  {services.log_dir}")
+        click.echo(f"  Metrics:               {url}metrics, http://{settings.metrics_host}:"
+                   f"{settings.worker_metrics_port}/metrics (worker), "
+                   f"http://{settings.metrics_host}:{settings.sink_metrics_port}/metrics (sink)")
         click.echo("  Press Ctrl-C to stop.")
         try:
             while True:

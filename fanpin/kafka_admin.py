@@ -34,6 +34,16 @@ def topic_layout(settings: Settings) -> dict[str, int]:
         settings.topic("household-events"): p,
         settings.topic("alerts"): p,
         settings.topic("dead-letters"): 1,
+        settings.topic("files"): 1,
+    }
+
+
+def pipeline_groups(settings: Settings) -> dict[str, list[str]]:
+    """Each consumer group of the pipeline and the topics it must keep up with."""
+    return {
+        worker_group(settings): [settings.topic("person-events"),
+                                 settings.topic("household-events")],
+        sink_group(settings): [settings.topic("alerts"), settings.topic("files")],
     }
 
 

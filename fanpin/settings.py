@@ -44,10 +44,18 @@ class Settings(BaseSettings):
     rules_file: Path | None = None
 
     # Processes.
-    worker_web_port: int = 16066
     web_host: str = "127.0.0.1"
     web_port: int = 18080
     log_level: str = "INFO"
+
+    # Metrics. The worker and the sink serve /metrics on these ports (0 turns it off); web
+    # serves it on its own port. Batch commands write <dir>/fanpin_<command>.prom for a
+    # node-exporter textfile collector, and push to a Pushgateway when its URL is set.
+    metrics_host: str = "127.0.0.1"
+    worker_metrics_port: int = 18091
+    sink_metrics_port: int = 18092
+    metrics_textfile_dir: Path | None = None  # default: var/metrics
+    pushgateway_url: str = ""
 
     @property
     def bootstrap_servers(self) -> str:
@@ -62,6 +70,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.var_dir / 'watchlist.db').resolve()}"
+
+    @property
+    def metrics_dir(self) -> Path:
+        return self.metrics_textfile_dir or self.var_dir / "metrics"
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}.{name}"

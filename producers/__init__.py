@@ -21,7 +21,15 @@ FORMATS: dict[str, ModuleType] = {
     "employment": employment,
 }
 
-__all__ = ["FORMATS", "FileError", "FileFormat", "ParseContext", "Reject"]
+__all__ = ["FORMATS", "FileError", "FileFormat", "ParseContext", "Reject", "feed_of"]
+
+
+def feed_of(module: object) -> str:
+    """The feed name (a key of ``FORMATS``) of a format module."""
+    for name, fmt in FORMATS.items():
+        if fmt is module:
+            return name
+    raise KeyError(f"{module!r} is not a department format")
 
 # Checked by mypy: each format really offers the FileFormat interface.
 _TYPED: tuple[FileFormat, ...] = (

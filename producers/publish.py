@@ -4,6 +4,8 @@ and collect its rejects. One producer, keyed messages, a progress bar for big fi
 from __future__ import annotations
 
 import csv
+import datetime as dt
+import hashlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -17,6 +19,7 @@ from fanpin.settings import Settings
 from producers.common import FileError, ParseContext, Reject
 from schemas.events import (
     EmploymentEvent,
+    FeedFile,
     IncomeReport,
     MedicalSettlement,
     MonitoringLine,
@@ -36,11 +39,13 @@ class PublishResult:
     rejects: list[Reject] = field(default_factory=list)
     file_errors: list[tuple[str, str]] = field(default_factory=list)  # (file, message)
     by_topic: dict[str, int] = field(default_factory=dict)
+    receipts: list[FeedFile] = field(default_factory=list)
 
     def merge(self, other: PublishResult) -> None:
         self.events += other.events
         self.rejects += other.rejects
         self.file_errors += other.file_errors
+        self.receipts += other.receipts
         for k, v in other.by_topic.items():
             self.by_topic[k] = self.by_topic.get(k, 0) + v
 
@@ -54,6 +59,8 @@ def route(settings: Settings, event: object) -> tuple[str, bytes]:
         return settings.topic("household-events"), event.household_id.encode()
     if isinstance(event, MonitoringLine | Region):
         return settings.topic("reference"), event.id.encode()
+    if isinstance(event, FeedFile):
+        return settings.topic("files"), event.feed.encode()
     raise TypeError(f"no topic for {type(event).__name__}")
 
 
@@ -112,7 +119,33 @@ class Publisher:
             log.error("file rejected: %s: %s", rel, exc)
         finally:
             bar.close()
+        receipt = receipt_of(module, path, rel, result)
+        topic, key = route(self.settings, receipt)
+        send(topic, key=key, value=encode(receipt))
+        result.receipts.append(receipt)
         return result
+
+
+def receipt_of(module: ModuleType, path: Path, rel: str, result: PublishResult) -> FeedFile:
+    """The receipt of one published file (rows in, rejects by reason code)."""
+    from producers import feed_of
+
+    feed = feed_of(module)
+    digest = hashlib.sha256()
+    if path.exists():
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    sha = digest.hexdigest()
+    rejects: dict[str, int] = {}
+    for r in result.rejects:
+        rejects[r.code] = rejects.get(r.code, 0) + 1
+    error = next((msg for f, msg in result.file_errors if f == rel), None)
+    return FeedFile(
+        id=hashlib.sha256(f"{feed}|{rel}|{sha}".encode()).hexdigest()[:32],
+        feed=feed, dept=module.DEPARTMENT, file=rel, sha256=sha,
+        rows_accepted=result.events, rejects=rejects,
+        published_at=dt.datetime.now(dt.UTC), file_error=error[:500] if error else None)
 
 
 def _count_rows(path: Path) -> int:

@@ -188,10 +188,29 @@ class DeadLetter(msgspec.Struct, frozen=True, tag_field="kind", tag="dead_letter
     consumer: str
 
 
+class FeedFile(msgspec.Struct, frozen=True, tag_field="kind", tag="feed_file.v1"):
+    """The receipt of one department file, published after its rows: which feed, how many
+    rows went through and how many were rejected (by reason code), or why the whole file
+    was refused. The watch list keeps these so operators see which feeds are late.
+
+    ``id`` is derived from the feed, the file and its SHA-256, so publishing the same file
+    again is recognised as the same receipt."""
+
+    id: str
+    feed: str  # regions, thresholds, roster, income, medical, employment
+    dept: Department
+    file: str  # relative to the scenario folder, e.g. income/2025-01.csv
+    sha256: str
+    rows_accepted: int
+    rejects: dict[str, int]  # reason code -> rows
+    published_at: dt.datetime
+    file_error: str | None = None
+
+
 SourceEvent = (
     Region | MonitoringLine | RosterMember | IncomeReport | MedicalSettlement | EmploymentEvent
 )
-AnyEvent = SourceEvent | Alert | DeadLetter
+AnyEvent = SourceEvent | Alert | DeadLetter | FeedFile
 
 _ENCODER = msgspec.json.Encoder(decimal_format="string")
 _DECODER = msgspec.json.Decoder(AnyEvent)
@@ -211,7 +230,7 @@ def json_schemas() -> dict[str, dict[str, object]]:
     """The JSON Schema of each event kind, as published in ``schemas/json/``."""
     out: dict[str, dict[str, object]] = {}
     for struct in (Region, MonitoringLine, RosterMember, IncomeReport, MedicalSettlement,
-                   EmploymentEvent, Alert, DeadLetter):
+                   EmploymentEvent, Alert, DeadLetter, FeedFile):
         tag = struct.__struct_config__.tag
         assert isinstance(tag, str)
         out[tag] = msgspec.json.schema(struct)

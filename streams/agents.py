@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import msgspec
 from faust.types import EventT
 
+from fanpin.metrics import ALERTS_RAISED, DEAD_LETTERS, EVENTS_IN, RULE_EVALUATION, kind_of
 from schemas.events import (
     DeadLetter,
     EmploymentEvent,
@@ -50,6 +52,7 @@ async def dead_letter(event: EventT, reason: str, consumer: str) -> None:
     await dead_letter_topic.send(value=encode(DeadLetter(
         topic=msg.topic, partition=msg.partition, offset=msg.offset, reason=reason[:500],
         payload=raw[:4096].decode("utf-8", "replace"), consumer=consumer)))
+    DEAD_LETTERS.labels(consumer).inc()
     log.warning("dead-lettered %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset,
                 reason[:200])
 
@@ -85,6 +88,8 @@ async def _join_one(event: EventT) -> None:
         await dead_letter(event, f"not a known event: {exc}", "roster-join")
         return
     person = event.key
+    if isinstance(ev, RosterMember | MedicalSettlement | EmploymentEvent):
+        EVENTS_IN.labels(ev.origin.dept, kind_of(str(type(ev).__struct_config__.tag))).inc()
     if isinstance(ev, RosterMember):
         roster_table[person] = link_of(ev)
         await household_topic.send(key=ev.household_id.encode(), value=event.value)
@@ -129,8 +134,12 @@ async def household_risk_detector(stream):  # type: ignore[no-untyped-def]
             if isinstance(ev, IncomeReport) and policy.line_for(month_index(ev.month) // 12) \
                     is None and _reader is not None:
                 await _reader.catch_up()
+            if isinstance(ev, IncomeReport):  # the rest came through roster-join
+                EVENTS_IN.labels(ev.origin.dept, "income").inc()
+            started = time.perf_counter()
             state = load_state(household_table.get(event.key))
             state, alerts = step(state, ev, policy)
+            RULE_EVALUATION.observe(time.perf_counter() - started)
             household_table[event.key] = dump_state(state)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             await dead_letter(event, f"not a known event: {exc}", "household-risk-detector")
@@ -142,4 +151,9 @@ async def household_risk_detector(stream):  # type: ignore[no-untyped-def]
                               "household-risk-detector")
             continue
         for alert in alerts:
-            await alerts_topic.send(key=alert.household_id.encode(), value=encode(alert))
+            # The alert keeps the triggering event's timestamp, so the sink can measure the
+            # lag from a department row published to its watch-list entry.
+            await alerts_topic.send(key=alert.household_id.encode(), value=encode(alert),
+                                    timestamp=event.message.timestamp)
+            ALERTS_RAISED.labels(alert.reasons[0].rule if alert.reasons else "",
+                                 alert.risk_type).inc()

@@ -201,6 +201,26 @@ class History(Base):
     entry: Mapped[Entry] = relationship(back_populates="history")
 
 
+class FeedFileRecord(Base):
+    """One department file's receipt (see ``schemas.events.FeedFile``), once per distinct
+    file content: publishing the same file again changes nothing."""
+
+    __tablename__ = "feed_files"
+    __table_args__ = (Index("ix_feed_files_feed_published", "feed", "published_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    feed: Mapped[str] = mapped_column(String(16))
+    dept: Mapped[str] = mapped_column(String(16))
+    file: Mapped[str] = mapped_column(String(255))
+    sha256: Mapped[str] = mapped_column(String(64))
+    rows_accepted: Mapped[int] = mapped_column(Integer)
+    rows_rejected: Mapped[int] = mapped_column(Integer)
+    rejects_json: Mapped[str] = mapped_column(Text)  # {"reason code": rows}
+    file_error: Mapped[str | None] = mapped_column(Text, default=None)
+    published_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    recorded_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
 def _sqlite_on_connect(dbapi_connection: sqlite3.Connection, _record: object) -> None:
     # Let SQLAlchemy emit BEGIN itself (see _sqlite_on_begin): sqlite3's legacy mode starts
     # transactions only at the first write, so a read-then-write would not be atomic.

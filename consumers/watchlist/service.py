@@ -445,3 +445,10 @@ def counts_by_state(*, session: Session) -> dict[str, int]:
     for state, n in session.execute(select(Entry.state, func.count()).group_by(Entry.state)):
         counts[state] = n
     return counts
+
+
+def overdue_count(*, session: Session, now: dt.datetime | None = None) -> int:
+    """Entries still awaiting identification more than 15 days after the first lead."""
+    where = _filters(region_prefix=None, risk_type=None, severity=None, state=None,
+                     overdue=True, now=now)
+    return session.scalar(select(func.count()).select_from(Entry).where(*where)) or 0

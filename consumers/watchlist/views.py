@@ -363,10 +363,12 @@ def _router(templates: Jinja2Templates, clock: Callable[[], dt.datetime]) -> API
     return router
 
 
-def create_app(*, engine: Engine, clock: Callable[[], dt.datetime] = utcnow) -> FastAPI:
+def create_app(*, engine: Engine, clock: Callable[[], dt.datetime] = utcnow,
+               metrics: bool = False) -> FastAPI:
     """The watch-list web app over ``engine`` (tables must exist: see ``models.init_db``).
 
-    ``clock`` gives "now" for overdue marks; tests pass a fixed one.
+    ``clock`` gives "now" for overdue marks; tests pass a fixed one. ``metrics`` serves
+    the process's Prometheus registry at ``/metrics``.
     """
     app = FastAPI(
         title="Fanpin watch list",
@@ -377,6 +379,13 @@ def create_app(*, engine: Engine, clock: Callable[[], dt.datetime] = utcnow) -> 
     templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
     app.include_router(_router(templates, clock))
     app.add_middleware(_SecurityHeaders)
+    if metrics:
+        from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+        @app.get("/metrics", include_in_schema=False)
+        def prometheus_metrics() -> Response:
+            return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
     return app
 
 

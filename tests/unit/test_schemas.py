@@ -17,6 +17,7 @@ from schemas.events import (
     DeadLetter,
     EmploymentEvent,
     Evidence,
+    FeedFile,
     IncomeReport,
     MedicalSettlement,
     MonitoringLine,
@@ -128,6 +129,10 @@ SAMPLES: list[tuple[str, msgspec.Struct]] = [
             months_of_history=12, sources=[_origin()]))),
     ("dead_letter.v1", DeadLetter(topic="fanpin.person-events", partition=0, offset=42,
                                   reason="not a known event", payload="{}", consumer="x")),
+    ("feed_file.v1", FeedFile(id="0" * 32, feed="medical", dept="medical",
+                              file="medical/2025-01.csv", sha256="a" * 64, rows_accepted=900,
+                              rejects={"bad_id": 2}, file_error=None,
+                              published_at=dt.datetime(2025, 2, 3, 4, 5, 6, tzinfo=dt.UTC))),
 ]
 
 
