@@ -17,6 +17,8 @@ if [ "${1:-}" = "--test" ]; then
   want chromium
   want fonts-wqy-microhei   # Chinese glyphs for the browser tests' screenshots
   want prometheus           # promtool
+  want docker-compose       # parses docker-compose.yml, ships compose_spec.json (test_deploy)
+  want prometheus-pushgateway  # the Prometheus integration test pushes batch metrics
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "install: Debian packages: ${need_apt[*]}"
