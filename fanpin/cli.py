@@ -250,6 +250,28 @@ def watchlist_export(out: Path) -> None:
     click.echo(f"{n} entries written to {out}")
 
 
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def status(as_json: bool) -> None:
+    """Is the pipeline keeping up? Did every department send its file?
+
+    Shows each feed's last file and its rows, the worker's and the sink's liveness and
+    consumer lag, the dead-letter count, and the watch list by state with overdue entries.
+    Exits 1 when the broker, the worker, the sink or the watch list is down.
+    """
+    import json
+
+    from fanpin.status import gather, render
+
+    st = gather(get_settings())
+    if as_json:
+        click.echo(json.dumps(st.as_dict(), ensure_ascii=False, indent=2))
+    else:
+        click.echo(render(st))
+    if not st.healthy:
+        sys.exit(1)
+
+
 # --- long-running processes -------------------------------------------------------------
 
 METRICS_PORT_HELP = "Serve /metrics on this port (0: off). Default: FANPIN_{}_METRICS_PORT or {}."

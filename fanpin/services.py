@@ -65,14 +65,17 @@ class Services:
         if self.admin is not None:
             self.admin.close()
 
-    def spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+    def spawn(self, name: str, *args: str, label: str | None = None) -> subprocess.Popen[bytes]:
+        """Start ``fanpin <name> <args>``; ``label`` names it (and its log) when several of
+        the same kind run, e.g. two workers."""
+        label = label or name
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        out = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - kept for the child's life
+        out = open(self.log_dir / f"{label}.log", "ab")  # noqa: SIM115 - kept for the child's life
         proc = subprocess.Popen([sys.executable, "-m", "fanpin", name, *args], stdout=out,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env={**os.environ, **self.settings.as_env()})
-        self.children[name] = proc
-        log.info("started %s (pid %d), log in %s", name, proc.pid, out.name)
+        self.children[label] = proc
+        log.info("started %s (pid %d), log in %s", label, proc.pid, out.name)
         return proc
 
     def _wait_member(self, name: str, group: str, timeout: float = 90.0) -> None:
