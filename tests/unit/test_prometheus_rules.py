@@ -200,3 +200,36 @@ def test_expected_alerts_in_use():
         "FanpinFeedSilent", "FanpinRejectSpike", "FanpinDeadLetters", "FanpinOverdueGrowing",
         "FanpinNotificationsFailing",
     } <= names
+
+
+def test_every_runbook_anchor_exists_in_operations_doc():
+    """Each alert's runbook link lands on a heading of docs/operations.md, by the anchor
+    GitHub gives it: lower case, punctuation dropped, spaces as hyphens, repeats numbered.
+    Lines inside fenced code blocks are not headings."""
+    doc = ROOT / "docs" / "operations.md"
+    assert doc.is_file(), "docs/operations.md is missing"
+    anchors: set[str] = set()
+    seen: dict[str, int] = {}
+    fence = ""
+    for line in doc.read_text(encoding="utf-8").splitlines():
+        marker = re.match(r" {0,3}(`{3,}|~{3,})", line)
+        if marker:
+            if not fence:
+                fence = marker.group(1)
+            elif marker.group(1).startswith(fence):
+                fence = ""
+            continue
+        heading = re.match(r" {0,3}#{1,6}\s+(.*?)\s*#*\s*$", line)
+        if fence or not heading:
+            continue
+        slug = re.sub(r"[^\w\- ]", "", heading.group(1).strip().lower()).replace(" ", "-")
+        n = seen.get(slug, 0)
+        seen[slug] = n + 1
+        anchors.add(slug if n == 0 else f"{slug}-{n}")
+    missing = {}
+    for alert in _alerts():
+        path, _, anchor = alert["annotations"]["runbook"].partition("#")
+        assert path == "docs/operations.md", f"{alert['alert']}: runbook {path}"
+        if anchor not in anchors:
+            missing[alert["alert"]] = anchor
+    assert not missing, f"runbook anchors with no heading in {doc.name}: {missing}"
