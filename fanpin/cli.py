@@ -274,6 +274,18 @@ def status(as_json: bool) -> None:
 
 # --- long-running processes -------------------------------------------------------------
 
+def _ensure_topics(settings) -> None:  # type: ignore[no-untyped-def]
+    """Create Fanpin's topics with their partition counts before anything subscribes, so a
+    broker's auto-creation never picks the count (reference data needs one partition)."""
+    from fanpin.kafka_admin import Admin
+
+    admin = Admin(settings)
+    try:
+        admin.ensure_topics()
+    finally:
+        admin.close()
+
+
 METRICS_PORT_HELP = "Serve /metrics on this port (0: off). Default: FANPIN_{}_METRICS_PORT or {}."
 
 
@@ -292,6 +304,7 @@ def worker(metrics_port: int | None) -> None:
     settings = get_settings()
     if settings.uses_local_broker:
         local_broker_for(settings).ensure_started()
+    _ensure_topics(settings)
     from streams.agents import policy
     from streams.app import app
 
@@ -300,6 +313,7 @@ def worker(metrics_port: int | None) -> None:
                   settings.metrics_host)
 
     level = logging.getLevelName(logging.getLogger().level).lower()
+    level = {"warning": "warn", "critical": "crit"}.get(level, level)  # Faust's spelling
     sys.argv = ["fanpin-worker", "worker", "--without-web", "-l", level]
     app.main()
 
@@ -316,6 +330,7 @@ def sink(metrics_port: int | None) -> None:
     from fanpin import metrics
 
     settings = get_settings()
+    _ensure_topics(settings)
     metrics.set_build_info("sink")
     metrics.register(metrics.consumer_lag_collector(settings))
     metrics.serve(settings.sink_metrics_port if metrics_port is None else metrics_port,

@@ -62,7 +62,8 @@ class Admin:
 
     def ensure_topics(self) -> None:
         existing = set(self.admin.list_topics())
-        wanted = [NewTopic(name, n, 1) for name, n in topic_layout(self.settings).items()
+        rf = self.settings.replication_factor
+        wanted = [NewTopic(name, n, rf) for name, n in topic_layout(self.settings).items()
                   if name not in existing]
         if wanted:
             try:

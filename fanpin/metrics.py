@@ -69,7 +69,7 @@ SINK_RETRIES = Counter(
     "unavailable.")
 FEED_FILES = Counter(
     "fanpin_feed_files_recorded", "Department file receipts recorded on the watch list.",
-    ["dept"])
+    ["feed"])
 
 # --- notifications (WeCom / DingTalk robots, SMTP) ---------------------------------------
 

@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     kafka_ssl_cafile: Path | None = None
     topic_prefix: str = "fanpin"
     partitions: int = 4
+    # Replication of every topic Fanpin and Faust create. 1 suits one broker; production
+    # runs 3 brokers with 3 here and min.insync.replicas=2 on the brokers.
+    replication_factor: int = 1
 
     # The watch list. Empty means SQLite under var/.
     database_url: str = ""
