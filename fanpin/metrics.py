@@ -188,8 +188,8 @@ def watchlist_collector(engine: Any, ttl: float = 5.0) -> Collector:
                                  "15-day identification deadline.")
         over.add_metric([], overdue)
         last = GaugeMetricFamily("fanpin_department_last_file_timestamp_seconds",
-                                 "When each feed's latest file was published.",
-                                 labels=["feed", "dept"])
+                                 "When each feed's latest file that was not refused as a "
+                                 "whole was published.", labels=["feed", "dept"])
         rows = GaugeMetricFamily("fanpin_department_last_file_rows", "Rows in each feed's "
                                  "latest file, accepted or rejected.",
                                  labels=["feed", "dept", "outcome"])
@@ -198,7 +198,8 @@ def watchlist_collector(engine: Any, ttl: float = 5.0) -> Collector:
                                        "counted once, however often it is published).",
                                        labels=["feed", "reason"])
         for f in feeds:
-            last.add_metric([f.feed, f.dept], f.last_published_at.timestamp())
+            if f.last_good_published_at is not None:
+                last.add_metric([f.feed, f.dept], f.last_good_published_at.timestamp())
             rows.add_metric([f.feed, f.dept, "accepted"], f.last_accepted)
             rows.add_metric([f.feed, f.dept, "rejected"], f.last_rejected)
             for code, n in sorted(f.rejects_by_code.items()):

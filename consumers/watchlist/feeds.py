@@ -45,6 +45,8 @@ class FeedSummary:
     last_rejected: int
     last_error: str | None
     files: int = 0
+    # the latest file that was not refused as a whole: what a silent-feed alert watches
+    last_good_published_at: dt.datetime | None = None
     rejects_by_code: dict[str, int] = field(default_factory=dict)
 
 
@@ -64,6 +66,8 @@ def feed_summary(*, session: Session) -> list[FeedSummary]:
         s.last_error = rec.file_error
         s.dept = rec.dept
         s.files += 1
+        if rec.file_error is None:
+            s.last_good_published_at = rec.published_at
         for code, n in json.loads(rec.rejects_json).items():
             s.rejects_by_code[code] = s.rejects_by_code.get(code, 0) + int(n)
     return [out[k] for k in sorted(out)]

@@ -68,6 +68,23 @@ def test_file_receipts_are_recorded_once_and_the_latest_file_wins(engine: Engine
     assert summary["medical"].dept == "medical"
 
 
+def test_a_refused_file_is_the_latest_file_but_not_a_delivery(engine: Engine) -> None:
+    good = receipt("medical", "medical/2026-01.csv", dept="medical")
+    refused = FeedFile(id="refused", feed="medical", dept="medical", file="medical/2026-02.csv",
+                       sha256="b" * 64, rows_accepted=0, rejects={},
+                       published_at=T0 + dt.timedelta(days=30), file_error="文件不是 GBK 编码")
+    with Session(engine) as s, s.begin():
+        record_feed_files(session=s, receipts=[good, refused])
+    with Session(engine) as s:
+        (medical,) = feed_summary(session=s)
+    assert (medical.last_file, medical.last_error) == ("medical/2026-02.csv", "文件不是 GBK 编码")
+    assert medical.last_good_published_at == T0
+    registry = CollectorRegistry()
+    metrics.register(metrics.watchlist_collector(engine, ttl=0), registry)
+    assert registry.get_sample_value("fanpin_department_last_file_timestamp_seconds",
+                                     {"feed": "medical", "dept": "medical"}) == T0.timestamp()
+
+
 def test_watchlist_collector_reads_states_overdue_and_feeds(engine: Engine) -> None:
     old = dt.datetime.now(dt.UTC) - dt.timedelta(days=20)
     with Session(engine) as s:
