@@ -5,11 +5,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 import msgspec
 from faust.types import EventT
 
-from fanpin.metrics import ALERTS_RAISED, DEAD_LETTERS, EVENTS_IN, RULE_EVALUATION, kind_of
+from fanpin.metrics import (
+    ALERTS_RAISED,
+    DEAD_LETTERS,
+    EVENTS_IN,
+    FETCH_RESUMED,
+    RULE_EVALUATION,
+    kind_of,
+)
 from schemas.events import (
     DeadLetter,
     EmploymentEvent,
@@ -44,6 +52,37 @@ reference = ReferenceData()
 policy = Policy(lines=reference.lines, config=RuleConfig.load(settings.rules_file))
 reference_ready = asyncio.Event()
 _reader: ReferenceReader | None = None
+_last_event = time.monotonic()
+IDLE_BEFORE_RESUME = 10.0  # seconds without any event before a stalled partition is resumed
+
+
+def stalled(assigned: set, active: set, paused: set, idle: float) -> set:  # type: ignore[type-arg]
+    """Partitions of this worker that Faust no longer fetches although nothing holds them:
+    assigned, not paused for recovery, left out of the fetcher's active set, while the
+    agents have been idle for a while (so no stream buffer can still be full)."""
+    if idle < IDLE_BEFORE_RESUME:
+        return set()
+    return {tp for tp in assigned if tp not in active and tp not in paused}
+
+
+@app.timer(interval=5.0)
+async def resume_stalled_fetches() -> None:
+    """Faust 0.15 stops fetching a partition whose stream buffer filled up and re-adds it
+    when the buffer drains; we have seen a partition never re-added (its lag stayed put
+    with the worker idle). This puts such partitions back in the fetcher's active set."""
+    consumer: Any = app.consumer  # the concrete Consumer: its fetch sets are not in ConsumerT
+    if app.in_recovery or not consumer.flow_active:
+        return
+    sources = {person_topic.get_topic_name(), household_topic.get_topic_name()}
+    assigned = {tp for tp in consumer.assignment() if tp.topic in sources}
+    active = consumer._get_active_partitions()
+    for tp in stalled(assigned, active, set(consumer._paused_partitions),
+                      time.monotonic() - _last_event):
+        log.warning("resuming fetches of %s[%d], left out after back-pressure", tp.topic,
+                    tp.partition)
+        FETCH_RESUMED.inc()
+        consumer._buffered_partitions.discard(tp)
+        active.add(tp)
 
 
 async def dead_letter(event: EventT, reason: str, consumer: str) -> None:
@@ -71,7 +110,9 @@ async def follow_reference() -> None:
 @app.agent(person_topic, name="roster-join")
 async def roster_join(stream):  # type: ignore[no-untyped-def]
     """person-events -> household-events: finds each person's household in the roster."""
+    global _last_event
     async for event in stream.events():
+        _last_event = time.monotonic()
         try:
             await _join_one(event)
         except Exception as exc:  # noqa: BLE001 - one bad message must not stop the worker
@@ -122,8 +163,10 @@ async def _join_one(event: EventT) -> None:
 async def household_risk_detector(stream):  # type: ignore[no-untyped-def]
     """household-events -> alerts: folds each event into the household's state and judges
     the month when its income report arrives."""
+    global _last_event
     await reference_ready.wait()
     async for event in stream.events():
+        _last_event = time.monotonic()
         try:
             ev = decode_event(event.value)
             if not isinstance(ev, IncomeReport | MedicalSettlement | EmploymentEvent

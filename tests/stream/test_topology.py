@@ -211,3 +211,17 @@ def test_household_detector_agent_with_test_context() -> None:
         assert household_table.get(HH.encode()) is not None
 
     asyncio.run(scenario())
+
+
+def test_only_idle_unpaused_partitions_left_out_of_the_fetcher_are_resumed() -> None:
+    from faust.types import TP
+
+    from streams.agents import IDLE_BEFORE_RESUME, stalled
+
+    a, b, c = TP("p.person-events", 0), TP("p.person-events", 1), TP("p.person-events", 2)
+    assigned = {a, b, c}
+    # b was dropped after back-pressure, c is paused for recovery
+    assert stalled(assigned, {a}, {c}, IDLE_BEFORE_RESUME + 1) == {b}
+    # while events still flow, a full buffer may be draining: leave it to Faust
+    assert stalled(assigned, {a}, {c}, IDLE_BEFORE_RESUME - 1) == set()
+    assert stalled(assigned, {a, b, c}, set(), 60.0) == set()
