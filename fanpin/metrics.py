@@ -52,8 +52,8 @@ RULE_EVALUATION = Histogram(
     "judge it (the pure rules, without Kafka).",
     buckets=(1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 5e-2, 0.25))
 FETCH_RESUMED = Counter(
-    "fanpin_worker_fetch_resumed", "Partitions the worker found left out of Faust's fetcher "
-    "after back-pressure, and put back.")
+    "fanpin_worker_fetch_resumed", "Partitions the worker found stalled (lag while idle) "
+    "and resumed from their committed offset.")
 DEAD_LETTERS = Counter(
     "fanpin_dead_letters", "Messages sent to the dead-letter topic, by the consumer that gave "
     "up on them.", ["consumer"])

@@ -53,36 +53,49 @@ policy = Policy(lines=reference.lines, config=RuleConfig.load(settings.rules_fil
 reference_ready = asyncio.Event()
 _reader: ReferenceReader | None = None
 _last_event = time.monotonic()
-IDLE_BEFORE_RESUME = 10.0  # seconds without any event before a stalled partition is resumed
+IDLE_BEFORE_RESUME = 15.0  # seconds without any event before a stalled partition is resumed
 
 
-def stalled(assigned: set, active: set, paused: set, idle: float) -> set:  # type: ignore[type-arg]
-    """Partitions of this worker that Faust no longer fetches although nothing holds them:
-    assigned, not paused for recovery, left out of the fetcher's active set, while the
-    agents have been idle for a while (so no stream buffer can still be full)."""
+def stalled(committed: dict, ends: dict, idle: float) -> set:  # type: ignore[type-arg]
+    """Partitions with messages this worker has not processed although its agents have
+    been idle for a while: nothing is in flight, so nothing will move them on its own."""
     if idle < IDLE_BEFORE_RESUME:
         return set()
-    return {tp for tp in assigned if tp not in active and tp not in paused}
+    return {tp for tp, end in ends.items() if end > (committed.get(tp) or 0)}
 
 
 @app.timer(interval=5.0)
 async def resume_stalled_fetches() -> None:
-    """Faust 0.15 stops fetching a partition whose stream buffer filled up and re-adds it
-    when the buffer drains; we have seen a partition never re-added (its lag stayed put
-    with the worker idle). This puts such partitions back in the fetcher's active set."""
+    """Faust 0.15 sometimes stops delivering one partition: its lag stays put while the
+    worker sits idle, with no rebalance and no error (seen on a second replay of the same
+    files). When that happens, resume the partition in Faust's fetcher and seek every
+    partition back to its committed offset; replaying from there is harmless because
+    folding events and recording alerts are idempotent."""
     consumer: Any = app.consumer  # the concrete Consumer: its fetch sets are not in ConsumerT
-    if app.in_recovery or not consumer.flow_active:
+    idle = time.monotonic() - _last_event
+    if idle < IDLE_BEFORE_RESUME or app.in_recovery or not consumer.flow_active:
         return
     sources = {person_topic.get_topic_name(), household_topic.get_topic_name()}
     assigned = {tp for tp in consumer.assignment() if tp.topic in sources}
+    if not assigned:
+        return
+    ends = dict(await consumer.highwaters(*assigned))
+    committed = {tp: consumer._committed_offset.get(tp) for tp in assigned}
+    stuck = stalled(committed, ends, idle)
+    if not stuck:
+        return
     active = consumer._get_active_partitions()
-    for tp in stalled(assigned, active, set(consumer._paused_partitions),
-                      time.monotonic() - _last_event):
-        log.warning("resuming fetches of %s[%d], left out after back-pressure", tp.topic,
-                    tp.partition)
+    for tp in sorted(stuck):
+        log.warning("%s[%d] has %d unprocessed messages and the worker is idle (active=%s "
+                    "paused=%s buffered=%s); resuming it from the committed offset",
+                    tp.topic, tp.partition, ends[tp] - (committed.get(tp) or 0),
+                    tp in active, tp in consumer._paused_partitions,
+                    tp in consumer._buffered_partitions)
         FETCH_RESUMED.inc()
         consumer._buffered_partitions.discard(tp)
         active.add(tp)
+    consumer.resume_partitions(stuck)
+    await consumer.perform_seek()
 
 
 async def dead_letter(event: EventT, reason: str, consumer: str) -> None:

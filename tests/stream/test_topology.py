@@ -213,15 +213,15 @@ def test_household_detector_agent_with_test_context() -> None:
     asyncio.run(scenario())
 
 
-def test_only_idle_unpaused_partitions_left_out_of_the_fetcher_are_resumed() -> None:
+def test_only_partitions_with_lag_on_an_idle_worker_count_as_stalled() -> None:
     from faust.types import TP
 
     from streams.agents import IDLE_BEFORE_RESUME, stalled
 
     a, b, c = TP("p.person-events", 0), TP("p.person-events", 1), TP("p.person-events", 2)
-    assigned = {a, b, c}
-    # b was dropped after back-pressure, c is paused for recovery
-    assert stalled(assigned, {a}, {c}, IDLE_BEFORE_RESUME + 1) == {b}
-    # while events still flow, a full buffer may be draining: leave it to Faust
-    assert stalled(assigned, {a}, {c}, IDLE_BEFORE_RESUME - 1) == set()
-    assert stalled(assigned, {a, b, c}, set(), 60.0) == set()
+    committed = {a: 10, b: 4, c: None}
+    ends = {a: 10, b: 9, c: 3}
+    assert stalled(committed, ends, IDLE_BEFORE_RESUME + 1) == {b, c}
+    # while events still flow the lag is being worked off: leave it to Faust
+    assert stalled(committed, ends, IDLE_BEFORE_RESUME - 1) == set()
+    assert stalled({a: 10}, {a: 10}, 600.0) == set()
