@@ -274,21 +274,6 @@ def status(as_json: bool) -> None:
 
 # --- long-running processes -------------------------------------------------------------
 
-def _dump_tasks(signum: int, frame: object) -> None:
-    """SIGUSR1 on a worker logs where every asyncio task is waiting (for a stuck worker)."""
-    import asyncio
-
-    log = logging.getLogger("fanpin.worker")
-    try:
-        tasks = asyncio.all_tasks()
-    except RuntimeError:
-        return
-    for task in tasks:
-        frames = task.get_stack()
-        where = " <- ".join(f"{f.f_code.co_name}:{f.f_lineno}" for f in reversed(frames))
-        log.warning("task %s waiting in %s", task.get_name(), where or "(not started)")
-
-
 def _ensure_topics(settings) -> None:  # type: ignore[no-untyped-def]
     """Create Fanpin's topics with their partition counts before anything subscribes, so a
     broker's auto-creation never picks the count (reference data needs one partition)."""
@@ -327,7 +312,6 @@ def worker(metrics_port: int | None) -> None:
     metrics.serve(settings.worker_metrics_port if metrics_port is None else metrics_port,
                   settings.metrics_host)
 
-    signal.signal(signal.SIGUSR1, _dump_tasks)
     level = logging.getLevelName(logging.getLogger().level).lower()
     level = {"warning": "warn", "critical": "crit"}.get(level, level)  # Faust's spelling
     sys.argv = ["fanpin-worker", "worker", "--without-web", "-l", level]
