@@ -99,7 +99,6 @@ def publish(dept: str, path: Path, rejects: Path | None, roster: Path | None) ->
     ID numbers are pseudonymised and names dropped before anything is sent.
     """
     from fanpin.broker import local_broker_for
-    from fanpin.kafka_admin import Admin
     from fanpin.privacy import Pseudonymiser
     from producers import FORMATS
     from producers.common import ParseContext
@@ -116,9 +115,7 @@ def publish(dept: str, path: Path, rejects: Path | None, roster: Path | None) ->
                        load_known_households(roster) if roster else None)
     if settings.uses_local_broker:
         local_broker_for(settings).ensure_started()
-    admin = Admin(settings)
-    admin.ensure_topics()
-    admin.close()
+    _ensure_topics(settings)
     publisher = Publisher(settings)
     total = PublishResult()
     started = time.monotonic()

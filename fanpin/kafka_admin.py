@@ -85,10 +85,12 @@ class Admin:
         offsets = self.admin.list_group_offsets({group: None}).get(group, {})
         return {tp: meta.offset for tp, meta in offsets.items()}
 
-    def lag(self, group: str, topic: str) -> int:
-        ends = self.end_offsets(topic)
+    def partition_lag(self, group: str, topics: Iterable[str]) -> dict[TopicPartition, int]:
+        """Messages published to each partition of ``topics`` and not yet committed by
+        ``group`` (the group's offsets are read once for all topics)."""
         done = self.committed(group)
-        return sum(max(0, end - max(done.get(tp, 0), 0)) for tp, end in ends.items())
+        return {tp: max(0, end - max(done.get(tp, 0), 0))
+                for topic in topics for tp, end in self.end_offsets(topic).items()}
 
     def group_members(self, group: str) -> int:
         try:
@@ -103,7 +105,7 @@ class Admin:
         topics = list(topics)
         deadline = time.monotonic() + timeout
         while True:
-            lag = sum(self.lag(group, t) for t in topics)
+            lag = sum(self.partition_lag(group, topics).values())
             if lag == 0:
                 return
             if alive is not None:

@@ -160,11 +160,8 @@ def consumer_lag_collector(settings: Any, ttl: float = 2.0) -> Collector:
             "fanpin_consumer_lag_messages", "Messages published but not yet committed by a "
             "consumer group, per partition.", labels=["group", "topic", "partition"])
         for group, topics in pipeline_groups(settings).items():
-            committed = admin.committed(group)
-            for topic in topics:
-                for tp, end in sorted(admin.end_offsets(topic).items()):
-                    done = max(committed.get(tp, 0), 0)
-                    fam.add_metric([group, topic, str(tp.partition)], max(0, end - done))
+            for tp, lag in sorted(admin.partition_lag(group, topics).items()):
+                fam.add_metric([group, tp.topic, str(tp.partition)], lag)
         return [fam]
 
     return _Cached("consumer_lag", produce, ttl)

@@ -105,8 +105,10 @@ def _kafka(settings: Settings, status: Status) -> None:
     try:
         status.broker_up = True
         for group, topics in pipeline_groups(settings).items():
-            status.groups.append(GroupStatus(group, admin.group_members(group),
-                                             {t: admin.lag(group, t) for t in topics}))
+            by_topic = dict.fromkeys(topics, 0)
+            for tp, lag in admin.partition_lag(group, topics).items():
+                by_topic[tp.topic] += lag
+            status.groups.append(GroupStatus(group, admin.group_members(group), by_topic))
         status.dead_letters = sum(admin.end_offsets(settings.topic("dead-letters")).values())
     except KafkaError as exc:
         status.broker_error = f"{type(exc).__name__}: {exc}"
