@@ -16,23 +16,52 @@ from typing import Any
 BUNDLED = Path(__file__).with_name("rules.toml")
 
 
+def _decimals(*values: str) -> tuple[Decimal, ...]:
+    return tuple(Decimal(v) for v in values)
+
+
 @dataclass(frozen=True)
 class Thresholds:
-    # Alert when projected yearly per-capita income after rigid spending is below
-    # line * alert_margin (no shock seen) or line * shock_margin (a shock was seen).
-    alert_margin: Decimal = Decimal("0.97")
-    shock_margin: Decimal = Decimal("1.05")
-    # Sudden income drop: the latest months against the same months a year earlier.
-    drop_ratio: Decimal = Decimal("0.7")
-    drop_window_months: int = 3
-    # Medical spike (local triggers in the README): one inpatient stay over this
+    # Alert when the worst open 12-month window's per-capita income after rigid spending,
+    # forecast, is below line * alert_margin.
+    alert_margin: Decimal = Decimal("1.0")
+    # A wage loss: the latest months' wages under this share of normal (same month last
+    # year, or the household's usual level). Expected to last job_loss_months from its start.
+    wage_loss_ratio: Decimal = Decimal("0.75")
+    job_loss_months: int = 8
+    # A failed farm or business project: business income under this share of normal.
+    business_loss_ratio: Decimal = Decimal("0.5")
+    business_failure_months: int = 9
+    # Months in a row a loss must show before it counts (one month is noise), unless a
+    # record confirms it at once (an ended contract with no new job).
+    loss_confirm_months: int = 2
+    # Components smaller than this (yuan a month, normally) are not judged for a loss.
+    min_component_yuan: Decimal = Decimal("300")
+    # The month migrant workers are home for the Spring Festival and earn nothing.
+    spring_festival_month: int = 2
+    # Farm and business income by calendar month (Jan..Dec) against the yearly mean:
+    # harvest July to October, lowest in winter. Used only until a year of history exists.
+    business_season: tuple[Decimal, ...] = _decimals(
+        "0.49", "0.39", "0.57", "0.77", "0.85", "0.96", "1.25", "1.73", "1.91", "1.54",
+        "0.97", "0.58")
+    # A serious illness episode: months with out-of-pocket cost over episode_min_yuan.
+    # illness_followup[i] is the chance that the episode runs into its (i+2)-th month.
+    episode_min_yuan: Decimal = Decimal("8000")
+    illness_followup: tuple[Decimal, ...] = _decimals("0.5", "0.5")
+    # Ordinary out-of-pocket cost per head and month: outpatient (assumed until the
+    # household's own months outweigh it, chronic_prior_months months of weight) and the
+    # ordinary rate of hospital stays.
+    outpatient_oop_prior_yuan: Decimal = Decimal("75")
+    inpatient_oop_prior_yuan: Decimal = Decimal("20")
+    chronic_prior_months: int = 6
+    # Local medical triggers (named in the evidence): one inpatient stay over this
     # out-of-pocket, or out-of-pocket above this share of the household's yearly income.
     spike_single_stay_yuan: Decimal = Decimal("10000")
     spike_income_share: Decimal = Decimal("0.5")
     # An ended contract followed by a new registration within this many days is a job change.
     job_change_days: int = 45
-    # Below this many months of income history, projections use what there is.
-    min_history_months: int = 3
+    # Months of income needed before a household is judged at all.
+    min_history_months: int = 1
 
 
 @dataclass(frozen=True)
@@ -74,7 +103,15 @@ class RuleConfig:
             for k, v in raw.items():
                 if k not in names:
                     raise ValueError(f"{where}: unknown threshold {k!r}; known: {sorted(names)}")
-                out[k] = Decimal(str(v)) if names[k].type in ("Decimal", Decimal) else int(v)
+                kind = str(names[k].type)
+                if kind.startswith("tuple"):
+                    if not isinstance(v, list):
+                        raise ValueError(f"{where}: {k!r} must be a list of numbers")
+                    out[k] = tuple(Decimal(str(x)) for x in v)
+                elif kind == "Decimal":
+                    out[k] = Decimal(str(v))
+                else:
+                    out[k] = int(v)
             return out
 
         default = replace(Thresholds(), **convert(data.get("default", {}), "[default]"))

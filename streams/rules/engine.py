@@ -31,6 +31,7 @@ from schemas.events import (
     Severity,
 )
 from streams.rules.config import RuleConfig, Thresholds
+from streams.rules.forecast import BUSINESS, WAGES, Forecast, forecast
 from streams.rules.months import month_index, month_label, year_of
 from streams.rules.state import (
     ENDED,
@@ -44,7 +45,7 @@ from streams.rules.state import (
     rigid_spending,
 )
 
-RULES_CODE_VERSION = "1"
+RULES_CODE_VERSION = "2"
 CENT = Decimal("0.01")
 
 
@@ -116,71 +117,6 @@ def _window(state: HouseholdState, first: int, last: int, part: int | None = Non
     return out
 
 
-def project_income(state: HouseholdState, month: int, th: Thresholds) -> tuple[int, int, int]:
-    """Household income (fen) expected over months month..month+11, the trailing 12 months'
-    income, and how many months of history there are.
-
-    The same months last year carry the season (harvest, Spring Festival, December
-    bonuses); the latest months against the same months a year earlier carry the trend.
-    With less than a year of history, the months seen stand in for the missing ones.
-    """
-    history = _window(state, month - 11, month)
-    baseline = sum(history)
-    n = len(history)
-    if n == 0:
-        return 0, 0, 0
-    current = _total(state.income[month])
-    last_year = _window(state, month - 11, month - 1)  # same months as month+1..month+11
-    w = th.drop_window_months
-    recent = sum(_window(state, month - w + 1, month))
-    year_ago = _window(state, month - w - 11, month - 12)
-    if len(year_ago) == w and sum(year_ago) > 0:
-        ratio = Decimal(recent) / Decimal(sum(year_ago))
-        ratio = min(max(ratio, Decimal("0")), Decimal("1.5"))
-    else:
-        ratio = Decimal(1)
-    if len(last_year) == 11:
-        projected = current + int(ratio * sum(last_year))
-    else:
-        mean = Decimal(baseline) / n
-        missing = 11 - len(last_year)
-        projected = current + int(ratio * (sum(last_year) + mean * missing))
-    return projected, baseline, n
-
-
-def _drop_signal(state: HouseholdState, month: int, th: Thresholds) -> Signal | None:
-    w = th.drop_window_months
-    recent = _window(state, month - w + 1, month)
-    year_ago = _window(state, month - w - 11, month - 12)
-    if len(recent) < w:
-        return None
-    if len(year_ago) == w and sum(year_ago) > 0:
-        base, base_label = sum(year_ago), "去年同期"
-    else:
-        prior = _window(state, month - w - 11, month - w)
-        if len(prior) < th.min_history_months:
-            return None
-        base, base_label = int(Decimal(sum(prior)) / len(prior) * w), "此前月均"
-    if base <= 0 or Decimal(sum(recent)) >= th.drop_ratio * base:
-        return None
-    # Which part of income fell decides the risk type.
-    wages_now = sum(_window(state, month - w + 1, month, part=0))
-    business_now = sum(_window(state, month - w + 1, month, part=1))
-    wages_then = sum(_window(state, month - w - 11, month - 12, part=0)) or sum(
-        _window(state, month - w - 11, month - w, part=0))
-    business_then = sum(_window(state, month - w - 11, month - 12, part=1)) or sum(
-        _window(state, month - w - 11, month - w, part=1))
-    risk: RiskType = (
-        "因务工就业不稳" if (wages_then - wages_now) >= (business_then - business_now)
-        else "因产业项目失败"
-    )
-    return Signal(
-        "income-drop", risk,
-        f"近{w}个月收入 {_yuan(sum(recent))} 元，{base_label} {_yuan(base)} 元，"
-        f"降至 {Decimal(sum(recent)) / base:.0%}",
-    )
-
-
 def _medical_signal(state: HouseholdState, month: int, th: Thresholds) -> Signal | None:
     reversed_ids = {s.reverses for s in state.settlements.values() if s.reverses}
     stays = [s for sid, s in state.settlements.items()
@@ -220,40 +156,82 @@ def _job_loss_signal(state: HouseholdState, month: int, th: Thresholds) -> Signa
 
 
 def _lacks_labour(state: HouseholdState) -> bool:
+    """Few hands to earn: under half the members are able to work (普通/技能劳动力), or the
+    household is small with at most one who is."""
     if not state.members:
         return False
     able = sum(1 for labour in state.members.values() if labour in ("普通劳动力", "技能劳动力"))
-    return able == 0
+    size = max(state.size, len(state.members))
+    return able * 2 < size or (size <= 4 and able <= 1)
+
+
+_SHOCK_TYPE: dict[int, RiskType] = {WAGES: "因务工就业不稳", BUSINESS: "因产业项目失败"}
+_COMPONENT_NAME = {WAGES: "工资性收入", BUSINESS: "经营净收入"}
+
+
+def _shock_reasons(fc: Forecast, th: Thresholds) -> list[tuple[float, Reason]]:
+    """Each shock in progress with the income it is expected to cost over the window."""
+    out: list[tuple[float, Reason]] = []
+    end = fc.window_start + 12
+    for s in fc.shocks:
+        rule = "job-loss" if s.component == WAGES else "business-failure"
+        months = max(0, min(end, s.lasts_until) - max(fc.month + 1, fc.window_start))
+        cost = (1 - s.depth) * s.normal_monthly * (min(fc.month, end - 1) - s.start + 1 + months)
+        out.append((cost, Reason(
+            rule, _SHOCK_TYPE[s.component],
+            f"{_COMPONENT_NAME[s.component]}自 {month_label(s.start)} 起降至正常水平的 "
+            f"{s.depth:.0%}（正常每月约 {_yuan(s.normal_monthly)} 元），"
+            f"预计持续至 {month_label(s.lasts_until - 1)}",
+        )))
+    if fc.episode is not None:
+        e = fc.episode
+        extra = f"，预计后续还将自付约 {_yuan(e.expected_more)} 元" if e.expected_more else ""
+        out.append((float(e.spent + e.expected_more), Reason(
+            "illness", "因病",
+            f"自 {month_label(e.start)} 起 {e.months} 个月医疗费用个人自付 {_yuan(e.spent)} 元"
+            f"（三重保障后）{extra}",
+        )))
+    return out
 
 
 def evaluate(state: HouseholdState, month: int, policy: Policy) -> Alert | None:
-    found = policy.line_for(year_of(month))
-    if found is None:
-        return None
-    line_year, line = found
     th = policy.config.for_(state.region_code, year_of(month))
+    if len(_window(state, month - 23, month)) < th.min_history_months:
+        return None
     size = state.size or len(state.members) or 1
-    projected, baseline, n = project_income(state, month, th)
-    if n < th.min_history_months:
+
+    def line_of(m: int) -> int | None:
+        found = policy.line_for(year_of(m))
+        return int(found[1]) if found is not None else None
+
+    fc = forecast(state, month, th, line_of, size)
+    if fc is None or Decimal(repr(fc.ratio)) >= th.alert_margin:
         return None
-    rigid = rigid_spending(state, month - 11, month)
-    per_capita = (Decimal(projected - rigid) / 100 / size).quantize(CENT, ROUND_HALF_UP)
-    signals = [s for s in (_medical_signal(state, month, th), _job_loss_signal(state, month, th),
-                           _drop_signal(state, month, th)) if s is not None]
-    margin = th.shock_margin if signals else th.alert_margin
-    if per_capita >= line * margin:
-        return None
-    if signals:
-        risk_type = signals[0].risk_type
-    elif _lacks_labour(state):
-        risk_type = "缺劳动力"
+    found = policy.line_for(year_of(fc.window_start))
+    assert found is not None  # forecast() only judges windows with a line
+    line_year, line = found
+    per_capita = (Decimal(fc.income - fc.rigid) / 100 / size).quantize(CENT, ROUND_HALF_UP)
+
+    shocks = sorted(_shock_reasons(fc, th), key=lambda x: -x[0])
+    medical = _medical_signal(state, month, th)
+    job = _job_loss_signal(state, month, th)
+    poor_all_along = Decimal(repr(fc.normal_ratio)) < th.alert_margin
+    if poor_all_along or not shocks:
+        risk_type: RiskType = "缺劳动力" if _lacks_labour(state) else "其他"
     else:
-        risk_type = "其他"
-    reasons = [Reason(s.rule, s.risk_type, s.detail) for s in signals]
+        risk_type = shocks[0][1].risk_type
+    reasons = [r for _, r in shocks]
+    if medical is not None:
+        reasons.append(Reason(medical.rule, medical.risk_type, medical.detail))
+    if job is not None and not any(r.rule == "job-loss" for r in reasons):
+        reasons.append(Reason(job.rule, job.risk_type, job.detail))
+    window = f"{month_label(fc.window_start)} 至 {month_label(fc.window_start + 11)}"
+    normal_pc = (Decimal(fc.normal_income - fc.normal_rigid) / 100 / size).quantize(CENT)
     reasons.append(Reason(
         "projected-below-line", risk_type,
-        f"预计未来12个月人均纯收入（扣除刚性支出后）{per_capita} 元，"
-        f"{'低于' if per_capita < line else '接近'} {line_year} 年监测线 {line} 元",
+        f"{window} 人均纯收入（扣除刚性支出后）预计 {per_capita} 元，"
+        f"{'低于' if per_capita < line else '接近'} {line_year} 年监测线 {line} 元"
+        f"（无冲击时约 {normal_pc} 元）",
     ))
     severity: Severity = "高" if per_capita < line * Decimal("0.8") else (
         "中" if per_capita < line else "低")
@@ -261,11 +239,11 @@ def evaluate(state: HouseholdState, month: int, policy: Policy) -> Alert | None:
         monitoring_line=line,
         line_year=line_year,
         household_size=size,
-        projected_income_12m=_yuan(projected),
-        rigid_spending_12m=_yuan(rigid),
+        projected_income_12m=_yuan(fc.income),
+        rigid_spending_12m=_yuan(fc.rigid),
         projected_per_capita=per_capita,
-        baseline_income_12m=_yuan(baseline),
-        months_of_history=n,
+        baseline_income_12m=_yuan(sum(_window(state, month - 11, month))),
+        months_of_history=fc.months_of_history,
         sources=_sources(state, month),
     )
     version = policy.rule_version
