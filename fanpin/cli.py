@@ -215,20 +215,57 @@ def _export(settings, out: Path) -> int:  # type: ignore[no-untyped-def]
 
 @main.command()
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--alerts", "export_path", required=True,
+@click.option("--alerts", "export_path", default=None,
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="A watch-list export (fanpin watchlist export / replay --export).")
-def evaluate(directory: Path, export_path: Path) -> None:
-    """Score a watch-list export against DIRECTORY/truth.csv.
+              help="A watch-list export (fanpin watchlist export / replay --export). "
+                   "Without it, the rules run offline over DIRECTORY's files.")
+@click.option("--method", type=click.Choice(["fanpin", "naive", "projection", "all"]),
+              default="fanpin", show_default=True,
+              help="Offline only: Fanpin's rules, an anchor (the departments' triggers, a "
+                   "plain projection), or all three side by side.")
+@click.option("--rules", "rules_file", default=None,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Offline only: a rules file to try (default: FANPIN_RULES_FILE or the "
+                   "bundled rules).")
+def evaluate(directory: Path, export_path: Path | None, method: str,
+             rules_file: Path | None) -> None:
+    """Score a watch list against DIRECTORY/truth.csv.
 
     Prints recall, precision, median delay after the shock, a per-cause breakdown,
-    risk-type accuracy and entries per at-risk household.
+    risk-type accuracy and entries per at-risk household. With --alerts it scores that
+    export (for example from `fanpin replay DIRECTORY --export`); without, it runs the
+    detection rules in memory over the scenario, which takes seconds and needs no broker.
+
+    \b
+    Examples:
+      fanpin simulate /tmp/s --households 2000 --months 24 --seed 7
+      fanpin evaluate /tmp/s --method all
+      fanpin replay /tmp/s --export /tmp/s.csv && fanpin evaluate /tmp/s --alerts /tmp/s.csv
     """
-    from fanpin.evaluate import evaluate as run_evaluation
+    from fanpin import evaluate as ev
 
     if not (directory / "truth.csv").exists():
         raise click.UsageError(f"{directory} has no truth.csv to score against")
-    click.echo(run_evaluation(directory, export_path).report())
+    if export_path is not None:
+        if method != "fanpin" or rules_file is not None:
+            raise click.UsageError("--method and --rules apply to offline runs, not --alerts")
+        click.echo(ev.evaluate(directory, export_path).report())
+        return
+    if rules_file is None:
+        rules_file = get_settings().rules_file
+    events = ev.scenario_events(directory)
+    if method == "all":
+        results = {"fanpin": ev.run_rules(directory, events, rules_file),
+                   "naive": ev.run_anchor(directory, "naive", events),
+                   "projection": ev.run_anchor(directory, "projection", events)}
+        click.echo(ev.comparison(results))
+        click.echo("")
+        click.echo("fanpin:")
+        click.echo(results["fanpin"].report())
+    elif method == "fanpin":
+        click.echo(ev.run_rules(directory, events, rules_file).report())
+    else:
+        click.echo(ev.run_anchor(directory, method, events).report())
 
 
 # --- the watch list -------------------------------------------------------------------

@@ -1,8 +1,12 @@
-"""Judging a watch-list export against a scenario's truth.csv (the feeds README's test).
+"""Judging a watch list against a scenario's truth.csv (the feeds README's test).
 
 A household counts as flagged when it has any entry. Delay is measured from the shock
 month (冲击月份) when the scenario gave the household a shock, else from the first month
 it was at risk (首次风险月份): a warning cannot precede the event that causes it.
+
+The watch list can come from an export (``fanpin watchlist export``, ``replay --export``)
+or be made here, offline, by the very rules the worker runs (``run_rules``) or by one of the
+anchor methods officers have today (:mod:`fanpin.anchors`).
 """
 
 from __future__ import annotations
@@ -34,7 +38,10 @@ class Evaluation:
     risk_type_accuracy: float | None = None
     entries_per_at_risk_household: float = 0.0
     by_cause: dict[str, tuple[int, int]] = field(default_factory=dict)  # cause -> (found, all)
+    delay_by_cause: dict[str, float | None] = field(default_factory=dict)
+    median_delay_after_shock: float | None = None  # households the scenario gave a shock
     false_positives_by_shock: dict[str, int] = field(default_factory=dict)
+    entries: int = 0
 
     def report(self) -> str:
         lines = [
@@ -43,47 +50,133 @@ class Evaluation:
             f"召回率 recall:    {self.recall:.3f}",
             f"精确率 precision: {self.precision:.3f}",
             f"中位延迟 median delay (months): {self.median_delay_months}",
+            f"冲击后中位延迟 median delay after a shock (months): "
+            f"{self.median_delay_after_shock}",
             "风险类型准确率 risk-type accuracy: "
             + ("-" if self.risk_type_accuracy is None else f"{self.risk_type_accuracy:.3f}"),
             f"每个风险户的条目数 entries per at-risk household: "
             f"{self.entries_per_at_risk_household:.2f}",
-            "按原因 by cause (found/all):",
+            "按原因 by cause (found/all, median delay):",
         ]
-        lines += [f"  {cause}: {found}/{total}" for cause, (found, total)
-                  in sorted(self.by_cause.items())]
+        lines += [f"  {cause}: {found}/{total}, {self.delay_by_cause.get(cause)}"
+                  for cause, (found, total) in sorted(self.by_cause.items())]
         lines.append("误报按冲击类型 false leads by shock:")
         lines += [f"  {shock}: {n}" for shock, n in sorted(self.false_positives_by_shock.items())]
         return "\n".join(lines)
 
 
 def evaluate(scenario: Path, export: Path) -> Evaluation:
-    truth = {r["户编号"]: r for r in _rows(scenario / "truth.csv")}
-    entries: dict[str, list[dict[str, str]]] = defaultdict(list)
+    """Score a watch-list export (one row per entry) against ``scenario/truth.csv``."""
+    entries: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for e in _rows(export):
-        entries[e["户编号"]].append(e)
+        entries[e["户编号"]].append((e["预警月份"], e["风险类型"]))
+    return score(scenario, entries)
+
+
+def score(scenario: Path, entries: dict[str, list[tuple[str, str]]]) -> Evaluation:
+    """Score ``{household: [(first alert month YYYY-MM, risk type), ...]}``, one item per
+    watch-list entry, against ``scenario/truth.csv``."""
+    truth = {r["户编号"]: r for r in _rows(scenario / "truth.csv")}
+    entries = {h: e for h, e in entries.items() if e}
     at_risk = {h for h, r in truth.items() if r["风险"] == "1"}
     flagged = set(entries)
     tp = flagged & at_risk
-    ev = Evaluation(at_risk=len(at_risk), flagged=len(flagged), true_positives=len(tp))
+    ev = Evaluation(at_risk=len(at_risk), flagged=len(flagged), true_positives=len(tp),
+                    entries=sum(len(e) for e in entries.values()))
     ev.recall = len(tp) / len(at_risk) if at_risk else 1.0
     ev.precision = len(tp) / len(flagged) if flagged else 1.0
-    delays, right_type = [], 0
+    delays: dict[str, int] = {}
+    right_type = 0
     for h in tp:
-        first = min(entries[h], key=lambda e: e["预警月份"])
+        month, risk_type = min(entries[h])
         start = truth[h].get("冲击月份") or truth[h]["首次风险月份"]
-        delays.append(_month(first["预警月份"]) - _month(start))
-        if truth[h]["风险原因"] and truth[h]["风险原因"] in first["风险类型"].split("、")[0]:
+        delays[h] = _month(month) - _month(start)
+        if truth[h]["风险原因"] and truth[h]["风险原因"] in risk_type.split("、")[0]:
             right_type += 1
-    ev.median_delay_months = statistics.median(delays) if delays else None
+    ev.median_delay_months = statistics.median(delays.values()) if delays else None
+    shocked = [d for h, d in delays.items() if truth[h].get("冲击月份")]
+    ev.median_delay_after_shock = statistics.median(shocked) if shocked else None
     ev.risk_type_accuracy = right_type / len(tp) if tp else None
     ev.entries_per_at_risk_household = (
         sum(len(entries[h]) for h in tp) / len(tp) if tp else 0.0)
     causes: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    cause_delays: dict[str, list[int]] = defaultdict(list)
     for h in at_risk:
         cause = truth[h]["风险原因"] or "?"
         causes[cause][1] += 1
         causes[cause][0] += h in flagged
+        if h in delays:
+            cause_delays[cause].append(delays[h])
     ev.by_cause = {c: (v[0], v[1]) for c, v in causes.items()}
+    ev.delay_by_cause = {c: statistics.median(cause_delays[c]) if cause_delays[c] else None
+                         for c in causes}
     ev.false_positives_by_shock = dict(Counter(
         truth[h].get("冲击类型") or "无" for h in flagged - at_risk if h in truth))
     return ev
+
+
+def scenario_events(scenario: Path) -> list[object]:
+    """The events of a scenario folder, as the producers make them (rejects left out).
+    Pseudonyms use a throwaway key: nothing leaves this process."""
+    import secrets
+
+    from fanpin.privacy import Pseudonymiser
+    from producers.common import Reject
+    from producers.scenario import parse_scenario
+
+    key = Pseudonymiser(secrets.token_bytes(32))
+    return [e for e in parse_scenario(scenario, key) if not isinstance(e, Reject)]
+
+
+def run_rules(scenario: Path, events: list[object] | None = None,
+              rules_file: Path | None = None) -> Evaluation:
+    """The worker's rules over the scenario in memory, their alerts recorded in a scratch
+    SQLite watch list by the sink's own code (so merging into open entries is the real
+    one), then scored."""
+    import tempfile
+
+    from sqlalchemy.orm import Session
+
+    from consumers.watchlist.export import export_csv
+    from consumers.watchlist.models import create_engine_for, init_db
+    from consumers.watchlist.service import record_alerts
+    from streams.offline import OfflinePipeline
+    from streams.rules.config import RuleConfig
+
+    config = RuleConfig.load(rules_file)
+    pipeline = OfflinePipeline(config=config).feed(
+        events if events is not None else scenario_events(scenario))
+    with tempfile.TemporaryDirectory(prefix="fanpin-eval-") as tmp:
+        engine = create_engine_for(f"sqlite:///{Path(tmp) / 'watchlist.db'}")
+        try:
+            init_db(engine)
+            with Session(engine) as session:
+                record_alerts(session=session, alerts=pipeline.alerts)
+                export_csv(session=session, out=Path(tmp) / "export.csv")
+        finally:
+            engine.dispose()
+        return evaluate(scenario, Path(tmp) / "export.csv")
+
+
+def run_anchor(scenario: Path, method: str, events: list[object] | None = None) -> Evaluation:
+    """One of the anchor methods (:data:`fanpin.anchors.METHODS`), scored."""
+    from fanpin.anchors import flags
+
+    found = flags(method, events if events is not None else scenario_events(scenario))
+    return score(scenario, {h: [(m, "")] for h, m in found.items()})
+
+
+def comparison(results: dict[str, Evaluation]) -> str:
+    """A side-by-side table of several methods on one scenario."""
+    head = f"{'method':<12} {'recall':>7} {'precision':>9} {'delay':>6} {'shock delay':>11} " \
+           f"{'flagged':>8} {'entries/hh':>10}"
+    rows = [head]
+    for name, ev in results.items():
+        rows.append(f"{name:<12} {ev.recall:>7.3f} {ev.precision:>9.3f} "
+                    f"{_fmt(ev.median_delay_months):>6} {_fmt(ev.median_delay_after_shock):>11} "
+                    f"{ev.flagged:>8} {ev.entries_per_at_risk_household:>10.2f}")
+    return "\n".join(rows)
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:g}"

@@ -1,12 +1,16 @@
 """fanpin evaluate: scoring an export against truth.csv."""
 
 import csv
+import datetime as dt
+from decimal import Decimal
 from pathlib import Path
 
 from click.testing import CliRunner
 
+from fanpin.anchors import flags
 from fanpin.cli import main
-from fanpin.evaluate import evaluate
+from fanpin.evaluate import evaluate, run_rules
+from schemas.events import EmploymentEvent, IncomeReport, MonitoringLine, Origin, RosterMember
 from tests.helpers import SAMPLE, read_csv
 
 COLUMNS = ["户编号", "行政区划代码", "风险类型", "预警规则", "预警月份", "严重程度", "状态"]
@@ -50,3 +54,65 @@ def test_cli_prints_the_report(tmp_path: Path) -> None:
     assert "召回率 recall:    0.000" in result.output
     result = CliRunner().invoke(main, ["evaluate", str(tmp_path), "--alerts", str(export)])
     assert result.exit_code != 0 and "truth.csv" in result.output
+
+
+# --- offline runs and the anchors ---------------------------------------------------------
+
+def test_offline_rules_on_the_sample_match_the_replay_figures() -> None:
+    ev = run_rules(SAMPLE)
+    # The same rules the worker runs; figures the integration replay also checks.
+    assert ev.recall >= 0.9 and ev.precision >= 0.8, ev.report()
+    assert ev.entries_per_at_risk_household <= 1.2
+    assert ev.median_delay_months is not None and ev.median_delay_months <= 1
+
+
+def _inc(month: str, total: int, hh: str = "9901210010010001") -> IncomeReport:
+    t = Decimal(total)
+    return IncomeReport(id=f"{hh}{month}", origin=Origin("rural", "i.csv", 2), household_id=hh,
+                        region_code=hh[:12], month=month, household_size=1, wages=t,
+                        business=Decimal(0), property=Decimal(0), transfers=Decimal(0),
+                        total=t)
+
+
+def _member(person: str, hh: str) -> RosterMember:
+    return RosterMember(id=person, origin=Origin("rural", "roster.csv", 2), household_id=hh,
+                        region_code=hh[:12], household_type="一般农户", household_size=1,
+                        member_no=1, person=person, relation="户主", labour="普通劳动力")
+
+
+def test_naive_triggers_fire_on_what_the_departments_publish() -> None:
+    line = MonitoringLine(id="l", origin=Origin("rural", "t.csv", 2), year=2025,
+                          line=Decimal(7000))
+    steady = [_inc(f"2025-{m:02d}", 2000) for m in range(1, 13)]
+    dip = [_inc(f"2025-{m:02d}", 2000 if m != 5 else 1300, "9901210010010002")
+           for m in range(1, 13)]
+    ended = EmploymentEvent(
+        id="e", origin=Origin("employment", "e.csv", 2), business_id="B1", person="p3",
+        region_code="990121001001", business_type="解除劳动合同", date=dt.date(2025, 7, 3),
+        employer="某厂", amount=None, work_place=None)
+    job = [_member("p3", "9901210010010003"), ended,
+           *[_inc(f"2025-{m:02d}", 2000, "9901210010010003") for m in range(1, 13)]]
+    poor = [_inc(f"2025-{m:02d}", 500, "9901210010010004") for m in range(1, 13)]
+    found = flags("naive", [line, *steady, *dip, *job, *poor])
+    assert found == {"9901210010010002": "2025-05", "9901210010010003": "2025-07",
+                     "9901210010010004": "2025-12"}
+    # The plain projection sees the poor household from its third month, nothing else.
+    assert flags("projection", [line, *steady, *dip, *job, *poor]) == {
+        "9901210010010004": "2025-03"}
+
+
+def test_cli_compares_fanpin_with_both_anchors() -> None:
+    result = CliRunner().invoke(main, ["evaluate", str(SAMPLE), "--method", "all"])
+    assert result.exit_code == 0, result.output
+    table = result.output.splitlines()
+    assert table[0].split()[:3] == ["method", "recall", "precision"]
+    assert [row.split()[0] for row in table[1:4]] == ["fanpin", "naive", "projection"]
+    fanpin, naive = (float(table[i].split()[2]) for i in (1, 2))
+    assert fanpin > naive  # precision: the point of the exercise
+
+
+def test_cli_refuses_offline_options_with_an_export(tmp_path: Path) -> None:
+    export = write_export(tmp_path / "e.csv", [])
+    result = CliRunner().invoke(main, ["evaluate", str(SAMPLE), "--alerts", str(export),
+                                       "--method", "naive"])
+    assert result.exit_code == 2 and "offline" in result.output
