@@ -268,6 +268,58 @@ def evaluate(directory: Path, export_path: Path | None, method: str,
         click.echo(ev.run_anchor(directory, method, events).report())
 
 
+# --- scenarios --------------------------------------------------------------------------
+
+@main.command()
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--households", "-n", type=click.IntRange(1, 990_000), default=300,
+              show_default=True, help="Households in the roster (the sample has 300).")
+@click.option("--months", type=click.IntRange(1, 600), default=24, show_default=True,
+              help="Months of department files to write (11 more are simulated for truth).")
+@click.option("--seed", type=int, default=1, show_default=True,
+              help="Random seed: the same seed and options give the same bytes.")
+@click.option("--start", default="2024-11", show_default=True, metavar="YYYY-MM",
+              help="First month.")
+@click.option("--mess", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Multiplier of the rates of invalid rows (about 0.25%), duplicated, reversed"
+                   " and late medical settlements; 1 is the sample's level, 0 is clean.")
+@click.option("--shock-rate", type=click.FloatRange(0, 1), default=None,
+              help="Share of households given a shock (default 0.12, as in the sample).")
+@click.option("--mix", default=None, metavar="illness=W,job=W,business=W",
+              help="Shock mix (因病, 因务工就业不稳, 因产业项目失败), weights normalised;"
+                   " default illness=0.38,job=0.38,business=0.24. Job shocks go to households"
+                   " with earners.")
+@click.option("--poor-share", type=click.FloatRange(0, 1), default=None,
+              help="Make this share of households poor all along (and the rest at least 30%"
+                   " above the line). Default: leave it to the household model, about 9% as in"
+                   " the sample.")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=None,
+              help="Worker processes (default: the CPUs, at most 8). The files do not depend"
+                   " on it.")
+@click.option("--force", is_flag=True, help="Overwrite the scenario files in a non-empty OUT.")
+def simulate(out: Path, households: int, months: int, seed: int, start: str, mess: float,
+             shock_rate: float | None, mix: str | None, poor_share: float | None,
+             jobs: int | None, force: bool) -> None:
+    """Write a synthetic scenario folder OUT laid out like the departments' sample.
+
+    Same files, encodings, columns and id styles as ../shared/feeds/sample, the same kind
+    of households, incomes, medical settlements, employment events, shocks and mess, plus
+    bad_rows.csv (the invalid rows made on purpose) and truth.csv (who really was at risk,
+    from when, and why). Replay it with `fanpin replay OUT`, score with `fanpin evaluate`.
+    """
+    from fanpin.simulate import SimulateError
+    from fanpin.simulate import simulate as run_simulation
+
+    try:
+        summary = run_simulation(out, households=households, months=months, seed=seed,
+                                 start=start, mess=mess, shock_rate=shock_rate, mix=mix,
+                                 poor_share=poor_share, force=force, jobs=jobs,
+                                 progress=True)
+    except SimulateError as e:
+        raise click.UsageError(str(e)) from None
+    click.echo(f"{out}: {summary.line()}")
+
+
 # --- the watch list -------------------------------------------------------------------
 
 @main.group()
