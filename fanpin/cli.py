@@ -249,7 +249,7 @@ def evaluate(directory: Path, export_path: Path | None, method: str,
     if export_path is not None:
         if method != "fanpin" or rules_file is not None:
             raise click.UsageError("--method and --rules apply to offline runs, not --alerts")
-        click.echo(ev.evaluate(directory, export_path).report())
+        click.echo(ev.evaluate(directory, export_path, ev.scenario_events(directory)).report())
         return
     if rules_file is None:
         rules_file = get_settings().rules_file

@@ -42,6 +42,13 @@ class Evaluation:
     median_delay_after_shock: float | None = None  # households the scenario gave a shock
     false_positives_by_shock: dict[str, int] = field(default_factory=dict)
     entries: int = 0
+    # At-risk households split by whether the files themselves show it: a 12-month window
+    # inside the data already below the line, or only windows running past the last file
+    # (their risk depends on months nobody has sent yet).
+    at_risk_in_data: int | None = None
+    recall_in_data: float | None = None
+    at_risk_after_data: int | None = None
+    recall_after_data: float | None = None
 
     def report(self) -> str:
         lines = [
@@ -56,26 +63,37 @@ class Evaluation:
             + ("-" if self.risk_type_accuracy is None else f"{self.risk_type_accuracy:.3f}"),
             f"每个风险户的条目数 entries per at-risk household: "
             f"{self.entries_per_at_risk_household:.2f}",
+        ]
+        if self.at_risk_in_data is not None:
+            lines += [
+                f"  数据内可见的风险户 at risk within the data: {self.at_risk_in_data}, "
+                f"recall {_rate(self.recall_in_data)}",
+                f"  仅在最后一个月之后显现 at risk only after the last file: "
+                f"{self.at_risk_after_data}, recall {_rate(self.recall_after_data)}",
+            ]
+        lines += [
             "按原因 by cause (found/all, median delay):",
         ]
-        lines += [f"  {cause}: {found}/{total}, {self.delay_by_cause.get(cause)}"
+        lines += [f"  {cause}: {found}/{total}, {_fmt(self.delay_by_cause.get(cause))}"
                   for cause, (found, total) in sorted(self.by_cause.items())]
         lines.append("误报按冲击类型 false leads by shock:")
         lines += [f"  {shock}: {n}" for shock, n in sorted(self.false_positives_by_shock.items())]
         return "\n".join(lines)
 
 
-def evaluate(scenario: Path, export: Path) -> Evaluation:
+def evaluate(scenario: Path, export: Path, events: list[object] | None = None) -> Evaluation:
     """Score a watch-list export (one row per entry) against ``scenario/truth.csv``."""
     entries: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for e in _rows(export):
         entries[e["户编号"]].append((e["预警月份"], e["风险类型"]))
-    return score(scenario, entries)
+    return score(scenario, entries, events)
 
 
-def score(scenario: Path, entries: dict[str, list[tuple[str, str]]]) -> Evaluation:
+def score(scenario: Path, entries: dict[str, list[tuple[str, str]]],
+          events: list[object] | None = None) -> Evaluation:
     """Score ``{household: [(first alert month YYYY-MM, risk type), ...]}``, one item per
-    watch-list entry, against ``scenario/truth.csv``."""
+    watch-list entry, against ``scenario/truth.csv``. With the scenario's ``events``,
+    recall is also split into risk visible within the data and risk after it."""
     truth = {r["户编号"]: r for r in _rows(scenario / "truth.csv")}
     entries = {h: e for h, e in entries.items() if e}
     at_risk = {h for h, r in truth.items() if r["风险"] == "1"}
@@ -112,7 +130,65 @@ def score(scenario: Path, entries: dict[str, list[tuple[str, str]]]) -> Evaluati
                          for c in causes}
     ev.false_positives_by_shock = dict(Counter(
         truth[h].get("冲击类型") or "无" for h in flagged - at_risk if h in truth))
+    if events is not None:
+        seen = visible_risk(events)
+        inside, after = at_risk & seen, at_risk - seen
+        ev.at_risk_in_data, ev.at_risk_after_data = len(inside), len(after)
+        ev.recall_in_data = len(inside & flagged) / len(inside) if inside else None
+        ev.recall_after_data = len(after & flagged) / len(after) if after else None
     return ev
+
+
+def visible_risk(events: list[object]) -> set[str]:
+    """Households the files themselves show at risk: some 12-month window that lies inside
+    the reported months has income minus out-of-pocket cost (each settlement once,
+    reversals netted) per head below that window's line."""
+    from decimal import Decimal
+
+    from schemas.events import IncomeReport, MedicalSettlement, MonitoringLine, RosterMember
+    from streams.rules.months import month_index, month_of
+
+    lines: dict[int, Decimal] = {}
+    person: dict[str, str] = {}
+    size: dict[str, int] = {}
+    income: dict[str, dict[int, Decimal]] = defaultdict(dict)
+    settled: dict[str, MedicalSettlement] = {}
+    reversed_ids: set[str] = set()
+    for e in events:
+        if isinstance(e, MonitoringLine):
+            lines[e.year] = e.line
+        elif isinstance(e, RosterMember):
+            person[e.person] = e.household_id
+            size.setdefault(e.household_id, e.household_size)
+        elif isinstance(e, IncomeReport):
+            income[e.household_id][month_index(e.month)] = e.total
+        elif isinstance(e, MedicalSettlement):
+            if e.reversal and e.reverses:
+                reversed_ids.add(e.reverses)
+            elif not e.reversal:
+                settled.setdefault(e.settlement_id, e)
+    oop: dict[str, dict[int, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
+    for sid, st in settled.items():
+        hh = person.get(st.person)
+        if hh is not None and sid not in reversed_ids:
+            oop[hh][month_of(st.settled)] += st.out_of_pocket
+    months = sorted({m for inc in income.values() for m in inc})
+    if not months:
+        return set()
+    first, last = months[0], months[-1]
+    out = set()
+    for hh, inc in income.items():
+        n = size.get(hh) or 1
+        for start in range(first, last - 10):
+            line = lines.get(start // 12)
+            if line is None:
+                continue
+            total = sum((inc.get(m, Decimal(0)) - oop[hh].get(m, Decimal(0))
+                         for m in range(start, start + 12)), Decimal(0))
+            if total / n < line:
+                out.add(hh)
+                break
+    return out
 
 
 def scenario_events(scenario: Path) -> list[object]:
@@ -144,8 +220,9 @@ def run_rules(scenario: Path, events: list[object] | None = None,
     from streams.rules.config import RuleConfig
 
     config = RuleConfig.load(rules_file)
-    pipeline = OfflinePipeline(config=config).feed(
-        events if events is not None else scenario_events(scenario))
+    if events is None:
+        events = scenario_events(scenario)
+    pipeline = OfflinePipeline(config=config).feed(events)
     with tempfile.TemporaryDirectory(prefix="fanpin-eval-") as tmp:
         engine = create_engine_for(f"sqlite:///{Path(tmp) / 'watchlist.db'}")
         try:
@@ -155,15 +232,17 @@ def run_rules(scenario: Path, events: list[object] | None = None,
                 export_csv(session=session, out=Path(tmp) / "export.csv")
         finally:
             engine.dispose()
-        return evaluate(scenario, Path(tmp) / "export.csv")
+        return evaluate(scenario, Path(tmp) / "export.csv", events)
 
 
 def run_anchor(scenario: Path, method: str, events: list[object] | None = None) -> Evaluation:
     """One of the anchor methods (:data:`fanpin.anchors.METHODS`), scored."""
     from fanpin.anchors import flags
 
-    found = flags(method, events if events is not None else scenario_events(scenario))
-    return score(scenario, {h: [(m, "")] for h, m in found.items()})
+    if events is None:
+        events = scenario_events(scenario)
+    found = flags(method, events)
+    return score(scenario, {h: [(m, "")] for h, m in found.items()}, events)
 
 
 def comparison(results: dict[str, Evaluation]) -> str:
@@ -176,6 +255,10 @@ def comparison(results: dict[str, Evaluation]) -> str:
                     f"{_fmt(ev.median_delay_months):>6} {_fmt(ev.median_delay_after_shock):>11} "
                     f"{ev.flagged:>8} {ev.entries_per_at_risk_household:>10.2f}")
     return "\n".join(rows)
+
+
+def _rate(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f}"
 
 
 def _fmt(v: float | None) -> str:

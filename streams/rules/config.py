@@ -25,6 +25,7 @@ class Thresholds:
     # Alert when the worst open 12-month window's per-capita income after rigid spending,
     # forecast, is below line * alert_margin.
     alert_margin: Decimal = Decimal("1.0")
+    household_buffer_yuan: Decimal = Decimal("0")
     # A wage loss: the latest months' wages under this share of normal (same month last
     # year, or the household's usual level). Expected to last job_loss_months from its start.
     wage_loss_ratio: Decimal = Decimal("0.75")
@@ -39,15 +40,23 @@ class Thresholds:
     min_component_yuan: Decimal = Decimal("300")
     # The month migrant workers are home for the Spring Festival and earn nothing.
     spring_festival_month: int = 2
+    # The month of year-end bonuses: left out of a household's usual wage level.
+    bonus_month: int = 12
     # Farm and business income by calendar month (Jan..Dec) against the yearly mean:
     # harvest July to October, lowest in winter. Used only until a year of history exists.
     business_season: tuple[Decimal, ...] = _decimals(
         "0.49", "0.39", "0.57", "0.77", "0.85", "0.96", "1.25", "1.73", "1.91", "1.54",
         "0.97", "0.58")
     # A serious illness episode: months with out-of-pocket cost over episode_min_yuan.
-    # illness_followup[i] is the chance that the episode runs into its (i+2)-th month.
+    # The chance that a first such month is followed by a second grows with its bill
+    # (episode_second_month_chance at episode_second_month_yuan, linear in between); a
+    # third follows two with episode_third_month_chance.
     episode_min_yuan: Decimal = Decimal("8000")
-    illness_followup: tuple[Decimal, ...] = _decimals("0.5", "0.5")
+    episode_second_month_yuan: tuple[Decimal, ...] = _decimals(
+        "7500", "12500", "17500", "22500", "27500")
+    episode_second_month_chance: tuple[Decimal, ...] = _decimals(
+        "0.04", "0.35", "0.66", "0.86", "1.0")
+    episode_third_month_chance: Decimal = Decimal("0.5")
     # Ordinary out-of-pocket cost per head and month: outpatient (assumed until the
     # household's own months outweigh it, chronic_prior_months months of weight) and the
     # ordinary rate of hospital stays.
@@ -115,6 +124,7 @@ class RuleConfig:
             return out
 
         default = replace(Thresholds(), **convert(data.get("default", {}), "[default]"))
+        _check(default, "[default]")
         overrides = []
         for i, block in enumerate(data.get("override", [])):
             block = dict(block)
@@ -122,5 +132,19 @@ class RuleConfig:
             year = block.pop("year", None)
             overrides.append(_Override(prefix, int(year) if year is not None else None,
                                        convert(block, f"[[override]] #{i + 1}")))
+        for o in overrides:
+            _check(replace(default, **o.values), f"[[override]] for {o.region_prefix!r}")
         overrides.sort(key=lambda o: (len(o.region_prefix), o.year is not None))
         return cls(str(data.get("version", "unversioned")), default, overrides)
+
+
+def _check(th: Thresholds, where: str) -> None:
+    xs, ys = th.episode_second_month_yuan, th.episode_second_month_chance
+    if len(xs) != len(ys) or not xs:
+        raise ValueError(f"{where}: episode_second_month_yuan and episode_second_month_chance "
+                         f"must be lists of the same, non-zero length ({len(xs)} and {len(ys)})")
+    if list(xs) != sorted(xs) or len(set(xs)) != len(xs):
+        raise ValueError(f"{where}: episode_second_month_yuan must increase")
+    if len(th.business_season) != 12:
+        raise ValueError(f"{where}: business_season needs 12 monthly factors, "
+                         f"got {len(th.business_season)}")

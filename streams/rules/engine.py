@@ -155,14 +155,10 @@ def _job_loss_signal(state: HouseholdState, month: int, th: Thresholds) -> Signa
     return None
 
 
-def _lacks_labour(state: HouseholdState) -> bool:
-    """Few hands to earn: under half the members are able to work (普通/技能劳动力), or the
-    household is small with at most one who is."""
-    if not state.members:
-        return False
-    able = sum(1 for labour in state.members.values() if labour in ("普通劳动力", "技能劳动力"))
-    size = max(state.size, len(state.members))
-    return able * 2 < size or (size <= 4 and able <= 1)
+def _lacks_labour(state: HouseholdState, month: int) -> bool:
+    """Nobody in the household earns wages: in the national system's terms the household
+    is poor for lack of labour (缺劳动力), whatever the roster says about ability."""
+    return not any(parts[0] > 0 for m, parts in state.income.items() if month - 23 <= m <= month)
 
 
 _SHOCK_TYPE: dict[int, RiskType] = {WAGES: "因务工就业不稳", BUSINESS: "因产业项目失败"}
@@ -205,7 +201,12 @@ def evaluate(state: HouseholdState, month: int, policy: Policy) -> Alert | None:
         return int(found[1]) if found is not None else None
 
     fc = forecast(state, month, th, line_of, size)
-    if fc is None or Decimal(repr(fc.ratio)) >= th.alert_margin:
+    if fc is None:
+        return None
+    # A household buffer: a household with little room above the line falls below it with
+    # one ordinary hospital stay, which no forecast can place in time.
+    buffer = float(th.household_buffer_yuan) / (fc.line * size)
+    if fc.ratio >= float(th.alert_margin) + buffer:
         return None
     found = policy.line_for(year_of(fc.window_start))
     assert found is not None  # forecast() only judges windows with a line
@@ -217,7 +218,7 @@ def evaluate(state: HouseholdState, month: int, policy: Policy) -> Alert | None:
     job = _job_loss_signal(state, month, th)
     poor_all_along = Decimal(repr(fc.normal_ratio)) < th.alert_margin
     if poor_all_along or not shocks:
-        risk_type: RiskType = "缺劳动力" if _lacks_labour(state) else "其他"
+        risk_type: RiskType = "缺劳动力" if _lacks_labour(state, month) else "其他"
     else:
         risk_type = shocks[0][1].risk_type
     reasons = [r for _, r in shocks]

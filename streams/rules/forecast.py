@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 
 from streams.rules.config import Thresholds
 from streams.rules.months import calendar_month
@@ -118,19 +119,27 @@ class _Household:
         return self.season[calendar_month(m) - 1] if c == BUSINESS else 1.0
 
     def level(self, c: int) -> float:
-        """A robust normal monthly level of component ``c``, deseasonalised, from the last
-        year's months outside any loss (the Spring Festival month left out for wages)."""
+        """A robust normal monthly level of component ``c``, deseasonalised, from the
+        months seen outside the current loss (the Spring Festival month left out for
+        wages). Months of an earlier loss are left out too: anything under the loss
+        ratio of the upper quartile."""
         hit = self._levels.get(c)
         if hit is not None:
             return hit
-        months = [m for m in self.inc if m > self.t - 12 and m not in self.excluded[c]]
+        months = [m for m in self.inc if m not in self.excluded[c]]
         if c == WAGES:
-            sf = self.th.spring_festival_month
-            months = [m for m in months if calendar_month(m) != sf] or months
-        if not months:
-            months = [m for m in self.inc if m not in self.excluded[c]]
-        values = [self.inc[m][c] / max(self.seasonal(c, m), 0.05) for m in months]
-        level = _median(values) if c == WAGES else (sum(values) / len(values) if values else 0.0)
+            odd = (self.th.spring_festival_month, self.th.bonus_month)
+            months = [m for m in months if calendar_month(m) not in odd] or months
+        values = sorted(self.inc[m][c] / max(self.seasonal(c, m), 0.05) for m in months)
+        level = 0.0
+        if len(values) < 4:
+            level = (_median(values) if c == WAGES else sum(values) / len(values)) if values \
+                else 0.0
+        else:
+            upper = values[(3 * len(values)) // 4]
+            ratio = float(self.th.wage_loss_ratio if c == WAGES else self.th.business_loss_ratio)
+            normal = [v for v in values if v >= ratio * upper] or values
+            level = _median(normal) if c == WAGES else sum(normal) / len(normal)
         self._levels[c] = level
         return level
 
@@ -223,14 +232,29 @@ def _episode(oop: dict[int, int], t: int, th: Thresholds) -> Episode | None:
     spent = sum(oop.get(m, 0) for m in range(start, end + 1))
     more = 0.0
     if ongoing:
-        follow = [float(f) for f in th.illness_followup]
         mean = spent / months
-        # followup[i]: the chance the episode's (i+2)-th month happens, given the ones before
-        p = 1.0
-        for i in range(months - 1, len(follow)):
-            p *= float(follow[i])
-            more += p * mean
+        if months == 1:
+            # The bigger the first bill, the likelier it is a serious illness that needs
+            # another month of treatment, rather than a one-off stay.
+            p2 = _interpolate(oop.get(end, 0) / 100, th.episode_second_month_yuan,
+                              th.episode_second_month_chance)
+            more = p2 * mean * (1 + float(th.episode_third_month_chance))
+        elif months == 2:
+            more = float(th.episode_third_month_chance) * mean
     return Episode(start, months, spent, int(more), ongoing)
+
+
+def _interpolate(x: float, xs: tuple[Decimal, ...], ys: tuple[Decimal, ...]) -> float:
+    """Piecewise-linear ys over xs, flat beyond the ends."""
+    if not xs:
+        return 0.0
+    if x <= xs[0]:
+        return float(ys[0])
+    for i in range(1, min(len(xs), len(ys))):
+        x0, x1, y0, y1 = float(xs[i - 1]), float(xs[i]), float(ys[i - 1]), float(ys[i])
+        if x <= x1:
+            return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    return float(ys[min(len(xs), len(ys)) - 1])
 
 
 def forecast(state: HouseholdState, t: int, th: Thresholds,

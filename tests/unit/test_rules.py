@@ -520,10 +520,12 @@ WELL_OFF = flat_history("2024-01", "2025-06", 9000, size=3)
 
 # 2025 line 7200; one person; flat income X a month forecasts to 12X a year.
 ALERT_CASES = [
-    pytest.param(flat_history("2024-01", "2025-06", 590), None, "缺劳动力", "中",
+    pytest.param(flat_history("2024-01", "2025-06", 590), None, "其他", "中",
                  id="below-line-no-shock"),
-    pytest.param(flat_history("2024-01", "2025-06", 400), None, "缺劳动力", "高",
+    pytest.param(flat_history("2024-01", "2025-06", 400), None, "其他", "高",
                  id="far-below-line"),
+    pytest.param(flat_history("2024-01", "2025-06", business=400), None, "缺劳动力", "高",
+                 id="below-line-nobody-earns-wages"),
     pytest.param(flat_history("2024-01", "2025-06", 610), None, None, None,
                  id="just-above-line"),
     pytest.param(flat_history("2024-01", "2025-06", 610), [job("失业登记", "2025-06-03")],
@@ -575,9 +577,10 @@ def test_evidence_numbers_add_up() -> None:
     assert ev.household_size == 2 and ev.months_of_history == 6
     assert ev.projected_income_12m == Decimal("18000.00")
     assert ev.baseline_income_12m == Decimal("9000.00")  # the six months reported
-    # The stay, plus the chance the illness runs on (followup[0], then followup[1]).
-    f1, f2 = PLAIN_TH.illness_followup
-    more = (Decimal("12000.50") * (f1 + f1 * f2)).quantize(Decimal("0.01"))
+    # The stay, plus the chance the illness runs on: a second month (0.04 at 7500, 0.35 at
+    # 12500, linear between) and then a third (half of those).
+    p2 = Decimal("0.04") + Decimal("0.31") * (Decimal("12000.50") - 7500) / 5000
+    more = (Decimal("12000.50") * p2 * Decimal("1.5")).quantize(Decimal("0.01"))
     assert abs(ev.rigid_spending_12m - (Decimal("12000.50") + more)) <= Decimal("0.01")
     assert ev.projected_per_capita == ((ev.projected_income_12m - ev.rigid_spending_12m)
                                        / 2).quantize(Decimal("0.01"))
@@ -594,11 +597,30 @@ def test_an_illness_that_goes_on_is_expected_to_cost_more() -> None:
     first = _forecast([*history, *one], "2025-07", PLAIN_TH)
     second = _forecast([*history, *two], "2025-07", PLAIN_TH)
     assert first.episode is not None and second.episode is not None
-    f1, f2 = (float(x) for x in PLAIN_TH.illness_followup)
-    assert first.episode.expected_more == int(9000_00 * (f1 + f1 * f2))
-    assert second.episode.expected_more == int(9000_00 * f2)
+    p2 = 0.04 + 0.31 * (9000 - 7500) / 5000
+    third = float(PLAIN_TH.episode_third_month_chance)
+    assert first.episode.expected_more == int(p2 * 9000_00 * (1 + third))
+    assert second.episode.expected_more == int(9000_00 * third)
     ended = _forecast([*history, S("Z", "2025-06-10", 9000)], "2025-07", PLAIN_TH)
     assert ended.episode is not None and ended.episode.expected_more == 0
+
+
+@pytest.mark.parametrize(("bill", "chance"), [
+    (8000, 0.04 + 0.31 * 500 / 5000), (15000, 0.35 + 0.31 * 2500 / 5000), (24000, 0.86 + 0.14 *
+                                                                           1500 / 5000),
+    (40000, 1.0)])
+def test_a_bigger_first_bill_is_likelier_to_go_on(bill: int, chance: float) -> None:
+    fc = _forecast([*flat_history("2024-01", "2025-07", 2000), S("A", "2025-07-10", bill)],
+                   "2025-07", PLAIN_TH)
+    assert fc.episode is not None
+    assert fc.episode.expected_more == int(chance * bill * 100 * 1.5)
+
+
+def test_an_ordinary_stay_is_not_an_episode() -> None:
+    fc = _forecast([*flat_history("2024-01", "2025-07", 2000), S("A", "2025-07-10", 6000)],
+                   "2025-07", PLAIN_TH)
+    assert fc.episode is None
+    assert fc.rigid == 6000_00  # counted where it was settled, nothing more expected
 
 
 def test_unpublished_year_uses_latest_line_and_no_line_means_no_alert() -> None:
@@ -681,15 +703,15 @@ RISK_CASES = [
                   *[income(m, 100, 50) for m in months("2025-04", "2025-06")]],
                  "因产业项目失败", id="business-fails"),
     pytest.param([member("p1", "无劳动力", size=2), member("p2", "弱劳动力", size=2),
-                  *flat_history("2024-01", "2025-06", 800, size=2)], "缺劳动力",
-                 id="no-able-labour"),
+                  *flat_history("2024-01", "2025-06", business=800, size=2)], "缺劳动力",
+                 id="nobody-earns-wages"),
     pytest.param([member("p1", "普通劳动力", size=5), member("p2", "技能劳动力", size=5),
                   member("p3", "普通劳动力", size=5), member("p4", "无劳动力", size=5),
                   member("p5", "弱劳动力", size=5),
                   *flat_history("2024-01", "2025-06", 2000, size=5)], "其他", id="has-labour"),
     pytest.param([member("p1", "无劳动力", size=2), member("p2", "弱劳动力", size=2),
-                  *flat_history("2024-01", "2025-04", 800, size=2),
-                  *flat_history("2025-05", "2025-06", 0, size=2)], "缺劳动力",
+                  *flat_history("2024-01", "2025-04", business=800, size=2),
+                  *flat_history("2025-05", "2025-06", business=100, size=2)], "缺劳动力",
                  id="poor-all-along-then-a-shock"),
     pytest.param(flat_history("2024-01", "2025-06", 400), "其他", id="no-roster"),
 ]
@@ -831,10 +853,15 @@ def test_override_changes_the_decision(tmp_path: Path) -> None:
 
 def test_a_list_threshold_is_read_as_a_list(tmp_path: Path) -> None:
     path = tmp_path / "r.toml"
-    path.write_text("[default]\nillness_followup = [0.7, 0.2]\n", encoding="utf-8")
-    assert RuleConfig.load(path).default.illness_followup == (Decimal("0.7"), Decimal("0.2"))
-    path.write_text("[default]\nillness_followup = 0.7\n", encoding="utf-8")
-    with pytest.raises(ValueError, match="illness_followup"):
+    path.write_text("[default]\nepisode_second_month_yuan = [9000, 20000]\n"
+                    "episode_second_month_chance = [0.7, 0.2]\n", encoding="utf-8")
+    assert RuleConfig.load(path).default.episode_second_month_chance == (Decimal("0.7"),
+                                                                          Decimal("0.2"))
+    path.write_text("[default]\nepisode_second_month_chance = 0.7\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="episode_second_month_chance"):
+        RuleConfig.load(path)
+    path.write_text("[default]\nbusiness_season = [1, 1]\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="12 monthly factors"):
         RuleConfig.load(path)
 
 
