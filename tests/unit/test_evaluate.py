@@ -116,3 +116,18 @@ def test_cli_refuses_offline_options_with_an_export(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["evaluate", str(SAMPLE), "--alerts", str(export),
                                        "--method", "naive"])
     assert result.exit_code == 2 and "offline" in result.output
+
+
+def test_rules_hold_up_on_an_unseen_simulated_scenario(tmp_path: Path) -> None:
+    """A regression guard on a seed no threshold was tuned on (docs/detection.md has the
+    full table): quality must stay well clear of the anchors."""
+    root = tmp_path / "s"
+    result = CliRunner().invoke(main, ["simulate", str(root), "--households", "400",
+                                       "--months", "24", "--seed", "909", "--jobs", "1"])
+    assert result.exit_code == 0, result.output
+    ev = run_rules(root)
+    assert ev.at_risk > 30
+    assert ev.recall >= 0.85 and ev.precision >= 0.8, ev.report()
+    assert ev.recall_in_data is not None and ev.recall_in_data >= 0.97, ev.report()
+    assert ev.median_delay_after_shock is not None and ev.median_delay_after_shock <= 1
+    assert ev.entries_per_at_risk_household <= 1.2

@@ -616,6 +616,17 @@ def test_a_bigger_first_bill_is_likelier_to_go_on(bill: int, chance: float) -> N
     assert fc.episode.expected_more == int(chance * bill * 100 * 1.5)
 
 
+def test_a_late_settlement_counts_in_the_month_it_was_settled() -> None:
+    # A stay settled in May reaches the June file: the months judged after it include it.
+    history = flat_history("2024-01", "2025-06", 1500)
+    late = medical("L", "2025-05-20", 9000)
+    late = msgspec.structs.replace(late, origin=Origin("medical", "medical/2025-06.csv", 7))
+    state, _ = run([*history[:-1], late, history[-1]], policy(PLAIN))
+    assert rigid_spending(state, M("2025-05"), M("2025-05")) == 9000_00
+    fc = _forecast([*history, late], "2025-06", PLAIN_TH)
+    assert fc.rigid >= 9000_00
+
+
 def test_an_ordinary_stay_is_not_an_episode() -> None:
     fc = _forecast([*flat_history("2024-01", "2025-07", 2000), S("A", "2025-07-10", 6000)],
                    "2025-07", PLAIN_TH)
