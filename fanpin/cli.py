@@ -485,10 +485,6 @@ def demo(directory: Path | None) -> None:
                 time.sleep(1)
         except KeyboardInterrupt:
             click.echo("stopping ...")
-    if services.started_broker:
-        from fanpin.broker import local_broker_for
-
-        local_broker_for(settings).stop()
 
 
 if __name__ == "__main__":

@@ -64,6 +64,10 @@ class Services:
         self.stop_children()
         if self.admin is not None:
             self.admin.close()
+        if self.started_broker:
+            # Stop the broker only if this block started it (by the PID file it wrote).
+            local_broker_for(self.settings).stop()
+            self.started_broker = False
 
     def spawn(self, name: str, *args: str, label: str | None = None) -> subprocess.Popen[bytes]:
         """Start ``fanpin <name> <args>``; ``label`` names it (and its log) when several of
