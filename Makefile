@@ -30,6 +30,9 @@ lint: install ## ruff and mypy, as configured in pyproject.toml
 bench: install ## Benchmarks, each against a baseline in the same run; writes docs/benchmarks.md
 	$(PY) -m fanpin.bench --out docs/benchmarks.md
 
+detection: install ## Detection quality on 20 unseen simulated scenarios vs both anchors; writes docs/detection.md
+	$(PY) scripts/detection_report.py
+
 clean: ## Stop the local broker and remove var/ (broker data, watch list, logs)
 	-$(VENV)/bin/fanpin broker stop
 	rm -rf var
