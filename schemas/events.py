@@ -152,7 +152,9 @@ class Evidence(msgspec.Struct, frozen=True):
     monitoring_line: Decimal
     line_year: int
     household_size: int
-    projected_income_12m: Decimal  # household net income expected over the next 12 months
+    # Over the 12-month window judged (the reason names it): months already reported as
+    # reported, the rest forecast.
+    projected_income_12m: Decimal  # household net income
     rigid_spending_12m: Decimal  # out-of-pocket medical cost after all three insurance layers
     projected_per_capita: Decimal  # (income - rigid spending) / size, yearly
     baseline_income_12m: Decimal  # the trailing 12 months of reported income
