@@ -25,7 +25,6 @@ class Thresholds:
     # Alert when the worst open 12-month window's per-capita income after rigid spending,
     # forecast, is below line * alert_margin.
     alert_margin: Decimal = Decimal("1.0")
-    household_buffer_yuan: Decimal = Decimal("0")
     # A wage loss: the latest months' wages under this share of normal (same month last
     # year, or the household's usual level). Expected to last job_loss_months from its start.
     wage_loss_ratio: Decimal = Decimal("0.75")

@@ -1,14 +1,14 @@
 """The detection rules: ``step(state, event, policy) -> (state, alerts)``.
 
 Pure functions, no Faust, Kafka or SQL. Every income report closes a month for its
-household, and the month is judged the way the policy judges it: the income expected over
-the next 12 months, minus rigid spending (out-of-pocket medical cost after all three
-insurance layers), per head, against that year's monitoring line.
+household, and the month is judged the way the policy judges it: every 12-month window
+still open, its income minus rigid spending (out-of-pocket medical cost after all three
+insurance layers) per head, against the line of its year (``streams.rules.forecast``).
 
-Signals (a sudden income drop, a medical spike, a job loss that is not a job change) do not
-raise alerts by themselves: a well-off household that loses a job is not at risk, and
-alerting on it costs an officer a wasted home visit. A signal widens the margin and names
-the risk type; one household in trouble gets one alert with all its reasons.
+Shocks (a wage loss, a failed project, a serious illness) and the local medical triggers do
+not raise alerts by themselves: a well-off household that loses a job is not at risk, and
+alerting on it costs an officer a wasted home visit. They shape the forecast and name the
+risk type; one household in trouble gets one alert with all its reasons.
 """
 
 from __future__ import annotations
@@ -165,7 +165,7 @@ _SHOCK_TYPE: dict[int, RiskType] = {WAGES: "因务工就业不稳", BUSINESS: "�
 _COMPONENT_NAME = {WAGES: "工资性收入", BUSINESS: "经营净收入"}
 
 
-def _shock_reasons(fc: Forecast, th: Thresholds) -> list[tuple[float, Reason]]:
+def _shock_reasons(fc: Forecast) -> list[tuple[float, Reason]]:
     """Each shock in progress with the income it is expected to cost over the window."""
     out: list[tuple[float, Reason]] = []
     end = fc.window_start + 12
@@ -203,17 +203,14 @@ def evaluate(state: HouseholdState, month: int, policy: Policy) -> Alert | None:
     fc = forecast(state, month, th, line_of, size)
     if fc is None:
         return None
-    # A household buffer: a household with little room above the line falls below it with
-    # one ordinary hospital stay, which no forecast can place in time.
-    buffer = float(th.household_buffer_yuan) / (fc.line * size)
-    if fc.ratio >= float(th.alert_margin) + buffer:
+    if fc.ratio >= float(th.alert_margin):
         return None
     found = policy.line_for(year_of(fc.window_start))
     assert found is not None  # forecast() only judges windows with a line
     line_year, line = found
     per_capita = (Decimal(fc.income - fc.rigid) / 100 / size).quantize(CENT, ROUND_HALF_UP)
 
-    shocks = sorted(_shock_reasons(fc, th), key=lambda x: -x[0])
+    shocks = sorted(_shock_reasons(fc), key=lambda x: -x[0])
     medical = _medical_signal(state, month, th)
     job = _job_loss_signal(state, month, th)
     poor_all_along = Decimal(repr(fc.normal_ratio)) < th.alert_margin

@@ -23,7 +23,8 @@ The forecast of a month ahead has three parts:
   recover. A job change (a new registration after an ended contract) is not a loss.
 * **Rigid spending.** The chronic out-of-pocket level of ordinary months continues. A
   serious illness episode (months with out-of-pocket cost over ``episode_min_yuan``) is
-  expected to go on for a month or two more (``illness_followup``).
+  expected to go on for a month or two more: the bigger the first bill, the likelier
+  (``episode_second_month_yuan`` / ``episode_second_month_chance``).
 
 Money is in fen. Floats are used inside the forecast (they are deterministic) and the
 result is rounded to fen.
@@ -31,6 +32,7 @@ result is rounded to fen.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -347,6 +349,4 @@ def forecast(state: HouseholdState, t: int, th: Thresholds,
 
 
 def _month_start_ordinal(month: int) -> int:
-    import datetime as dt
-
     return dt.date(month // 12, month % 12 + 1, 1).toordinal()
