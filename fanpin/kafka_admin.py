@@ -38,6 +38,19 @@ def topic_layout(settings: Settings) -> dict[str, int]:
     }
 
 
+#: The worker's Faust tables; each keeps its state in ``<worker group>-<table>-changelog``.
+WORKER_TABLES = ("roster", "roster-pending", "household-state")
+
+
+def changelog_layout(settings: Settings) -> dict[str, int]:
+    """The worker tables' changelog topics, partitioned like the topics they follow.
+
+    Created up front, compacted, so two workers starting together never see one of them
+    missing or half-created (Faust then raises PartitionsMismatch on the first write)."""
+    return {f"{worker_group(settings)}-{t}-changelog": settings.partitions
+            for t in WORKER_TABLES}
+
+
 def pipeline_groups(settings: Settings) -> dict[str, list[str]]:
     """Each consumer group of the pipeline and the topics it must keep up with."""
     return {
@@ -65,6 +78,9 @@ class Admin:
         rf = self.settings.replication_factor
         wanted = [NewTopic(name, n, rf) for name, n in topic_layout(self.settings).items()
                   if name not in existing]
+        wanted += [NewTopic(name, n, rf, topic_configs={"cleanup.policy": "compact"})
+                   for name, n in changelog_layout(self.settings).items()
+                   if name not in existing]
         if wanted:
             try:
                 self.admin.create_topics(wanted)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from functools import partial
 from typing import Any
 
 import msgspec
+from faust.exceptions import PartitionsMismatch
 from faust.types import EventT
 
 from fanpin.metrics import (
@@ -54,6 +56,24 @@ reference_ready = asyncio.Event()
 _reader: ReferenceReader | None = None
 _last_event = time.monotonic()
 IDLE_BEFORE_RESUME = 15.0  # seconds without any event before a stalled partition is resumed
+TABLE_RETRY_SECONDS = 1.0
+TABLE_RETRIES = 120
+
+
+async def _with_tables(what: str, body: Any) -> None:
+    """Run ``body()`` (which reads and writes tables), retrying while Faust reports a
+    changelog topic whose partitions it cannot see yet. That is the cluster's metadata
+    catching up, not a bad message: dead-lettering the event would lose it."""
+    for attempt in range(TABLE_RETRIES):
+        try:
+            await body()
+            return
+        except PartitionsMismatch as exc:
+            if attempt == 0:
+                log.warning("%s: %s; retrying until the changelog topic is visible", what,
+                            str(exc).splitlines()[0])
+            await asyncio.sleep(TABLE_RETRY_SECONDS)
+    await body()  # the last try: its error goes to the caller
 
 
 def stalled(committed: dict, ends: dict, idle: float) -> set:  # type: ignore[type-arg]
@@ -98,6 +118,10 @@ async def resume_stalled_fetches() -> None:
     await consumer.perform_seek()
 
 
+class _Misplaced(Exception):
+    """An event of a kind that has no business on this topic."""
+
+
 async def dead_letter(event: EventT, reason: str, consumer: str) -> None:
     msg = event.message
     raw = event.value if isinstance(event.value, bytes) else b""
@@ -127,7 +151,7 @@ async def roster_join(stream):  # type: ignore[no-untyped-def]
     async for event in stream.events():
         _last_event = time.monotonic()
         try:
-            await _join_one(event)
+            await _with_tables("roster-join", partial(_join_one, event))
         except Exception as exc:  # noqa: BLE001 - one bad message must not stop the worker
             log.exception("roster-join failed on %s[%d]@%d", event.message.topic,
                           event.message.partition, event.message.offset)
@@ -180,23 +204,30 @@ async def household_risk_detector(stream):  # type: ignore[no-untyped-def]
     await reference_ready.wait()
     async for event in stream.events():
         _last_event = time.monotonic()
-        try:
+        alerts: list[Any] = []
+
+        async def judge(event: EventT = event) -> None:
+            nonlocal alerts
             ev = decode_event(event.value)
             if not isinstance(ev, IncomeReport | MedicalSettlement | EmploymentEvent
                               | RosterMember):
-                await dead_letter(event, f"{type(ev).__name__} does not belong on "
-                                  "household-events", "household-risk-detector")
-                continue
+                raise _Misplaced(f"{type(ev).__name__} does not belong on household-events")
             if isinstance(ev, IncomeReport) and policy.line_for(month_index(ev.month) // 12) \
                     is None and _reader is not None:
                 await _reader.catch_up()
-            if isinstance(ev, IncomeReport):  # the rest came through roster-join
-                EVENTS_IN.labels(ev.origin.dept, "income").inc()
             started = time.perf_counter()
             state = load_state(household_table.get(event.key))
             state, alerts = step(state, ev, policy)
             RULE_EVALUATION.observe(time.perf_counter() - started)
             household_table[event.key] = dump_state(state)
+            if isinstance(ev, IncomeReport):  # the rest came through roster-join
+                EVENTS_IN.labels(ev.origin.dept, "income").inc()
+
+        try:
+            await _with_tables("household-risk-detector", judge)
+        except _Misplaced as exc:
+            await dead_letter(event, str(exc), "household-risk-detector")
+            continue
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             await dead_letter(event, f"not a known event: {exc}", "household-risk-detector")
             continue

@@ -227,3 +227,44 @@ def test_only_partitions_with_lag_on_an_idle_worker_count_as_stalled() -> None:
     # while events still flow the lag is being worked off: leave it to Faust
     assert stalled(committed, ends, IDLE_BEFORE_RESUME - 1) == set()
     assert stalled({a: 10}, {a: 10}, 600.0) == set()
+
+
+def test_a_changelog_not_visible_yet_is_retried_not_dead_lettered(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two workers starting together can see a table's changelog topic before its
+    partitions: Faust raises PartitionsMismatch. That is not a bad message; dead-lettering
+    it lost household events in a kill -9 test."""
+    agents = pytest.importorskip("streams.agents")
+    from faust.exceptions import PartitionsMismatch
+
+    monkeypatch.setattr(agents, "TABLE_RETRY_SECONDS", 0.0)
+    calls: list[int] = []
+
+    async def flaky() -> None:
+        calls.append(1)
+        if len(calls) < 3:
+            raise PartitionsMismatch("changelog has 0 partitions")
+
+    asyncio.run(agents._with_tables("test", flaky))
+    assert len(calls) == 3
+
+    async def broken() -> None:
+        raise PartitionsMismatch("never there")
+
+    monkeypatch.setattr(agents, "TABLE_RETRIES", 2)
+    with pytest.raises(PartitionsMismatch):
+        asyncio.run(agents._with_tables("test", broken))
+
+
+def test_changelog_topics_are_laid_out_like_their_source_topics() -> None:
+    from fanpin.kafka_admin import changelog_layout, worker_group
+    from fanpin.settings import Settings
+
+    settings = Settings(topic_prefix="t1", partitions=6)
+    layout = changelog_layout(settings)
+    assert layout == {f"{worker_group(settings)}-{t}-changelog": 6
+                      for t in ("roster", "roster-pending", "household-state")}
+    from streams.app import app
+    # The names Faust itself uses for the worker's tables.
+    assert {t.changelog_topic.get_topic_name().split("-worker-", 1)[1]
+            for t in app.tables.values()} == {n.split("-worker-", 1)[1] for n in layout}
