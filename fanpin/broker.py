@@ -8,6 +8,7 @@ starts ``kafka.Kafka`` in the background. Its data and PID file live under
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import signal
@@ -145,10 +146,7 @@ class LocalBroker:
         java_bin = str(Path(java) / "bin" / "java") if java else "java"
         if not (self.data_dir / "meta.properties").exists():
             self.data_dir.mkdir(parents=True, exist_ok=True)
-            cluster_id = uuid.uuid4().bytes
-            import base64
-
-            cid = base64.urlsafe_b64encode(cluster_id).decode().rstrip("=")
+            cid = new_cluster_id()
             subprocess.run(
                 [java_bin, f"-Dlog4j.configuration=file:{LOG4J}", "-cp", self._classpath(),
                  "kafka.tools.StorageTool", "format", "-t", cid, "-c", str(config)],
@@ -211,6 +209,17 @@ class LocalBroker:
             os.kill(pid, signal.SIGKILL)
             while pid_alive(pid):
                 time.sleep(0.1)
+
+
+def new_cluster_id() -> str:
+    """A KRaft cluster id: a random UUID in URL-safe base64, never starting with "-".
+
+    kafka-storage reads ``-t -Abc...`` as an unknown option (1 start in 64 failed before
+    this); Kafka's own ``Uuid.randomUuid`` skips such ids for the same reason."""
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
 
 
 def local_broker_for(settings) -> LocalBroker:  # type: ignore[no-untyped-def]
