@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fanpin.kafka_admin import sink_group, worker_group
+from fanpin.kafka_admin import pipeline_groups, sink_group, worker_group
 from fanpin.privacy import Pseudonymiser
 from fanpin.services import Services
 from fanpin.settings import Settings
@@ -71,7 +71,8 @@ def replay(settings: Settings, root: Path, *, timeout: float = 600.0, progress: 
         admin.wait_caught_up(worker, person_topics, timeout=timeout, alive=services.check_alive)
         admin.wait_caught_up(worker, [settings.topic("household-events")], timeout=timeout,
                              alive=services.check_alive)
-        admin.wait_caught_up(sink, [settings.topic("alerts")], timeout=timeout,
+        # Alerts and the file receipts: the last file's rejects must be on record too.
+        admin.wait_caught_up(sink, pipeline_groups(settings)[sink], timeout=timeout,
                              alive=services.check_alive)
         summary.alerts = sum(admin.end_offsets(settings.topic("alerts")).values())
     summary.seconds = time.monotonic() - started
