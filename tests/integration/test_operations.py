@@ -225,8 +225,10 @@ def test_prometheus_sees_what_the_pipeline_did(
         assert sum(st["entries_by_state"].values()) == len(expected)
         assert st["entries_by_state"]["新预警"] == len(expected)
 
-        # Prometheus scraped all of it
+        # Prometheus scraped all of it. Every entry can exist months before the last file
+        # (the rules judge from the first month), so wait for the last receipts too.
         def settled() -> None:
+            assert prom.value("sum(fanpin_rows_rejected_total)") == len(bad_rows)
             assert prom.value('sum(fanpin_watchlist_entries)') == len(expected)
             assert prom.value("sum(fanpin_consumer_lag_messages)") == 0
             assert prom.value("sum(fanpin_alerts_raised_total)") == alerts
