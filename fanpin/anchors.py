@@ -37,7 +37,8 @@ class _Scenario:
     def __init__(self, events: Iterable[object]) -> None:
         self.lines: dict[int, Decimal] = {}
         self.household_of: dict[str, str] = {}
-        self.size: dict[str, int] = {}
+        self.size: dict[str, int] = {}  # the latest income report's, else the roster's
+        self.roster_size: dict[str, int] = {}
         self.income: dict[str, dict[int, Decimal]] = defaultdict(dict)
         self.oop: dict[str, dict[int, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
         self.stays: dict[str, dict[int, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
@@ -51,6 +52,7 @@ class _Scenario:
             elif isinstance(ev, RosterMember):
                 self.household_of[ev.person] = ev.household_id
                 self.size.setdefault(ev.household_id, ev.household_size)
+                self.roster_size.setdefault(ev.household_id, ev.household_size)
             elif isinstance(ev, IncomeReport):
                 self.income[ev.household_id][month_index(ev.month)] = ev.total
                 self.size[ev.household_id] = ev.household_size
@@ -115,11 +117,17 @@ def _projection(sc: _Scenario, hh: str) -> int | None:
     return None
 
 
+def scenario_of(events: Iterable[object]) -> _Scenario:
+    """Per-household monthly income, out-of-pocket cost (each settlement once, reversals
+    netted, by settlement month), stays, contract endings and the lines of a scenario."""
+    return _Scenario(events)
+
+
 def flags(method: str, events: Iterable[object]) -> dict[str, str]:
     """``{household: first month flagged (YYYY-MM)}`` for one of :data:`METHODS`."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
-    sc = _Scenario(events)
+    sc = scenario_of(events)
     judge = _naive if method == "naive" else _projection
     out: dict[str, str] = {}
     for hh in sorted(sc.income):

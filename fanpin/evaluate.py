@@ -145,45 +145,22 @@ def visible_risk(events: list[object]) -> set[str]:
     reversals netted) per head below that window's line."""
     from decimal import Decimal
 
-    from schemas.events import IncomeReport, MedicalSettlement, MonitoringLine, RosterMember
-    from streams.rules.months import month_index, month_of
+    from fanpin.anchors import scenario_of
 
-    lines: dict[int, Decimal] = {}
-    person: dict[str, str] = {}
-    size: dict[str, int] = {}
-    income: dict[str, dict[int, Decimal]] = defaultdict(dict)
-    settled: dict[str, MedicalSettlement] = {}
-    reversed_ids: set[str] = set()
-    for e in events:
-        if isinstance(e, MonitoringLine):
-            lines[e.year] = e.line
-        elif isinstance(e, RosterMember):
-            person[e.person] = e.household_id
-            size.setdefault(e.household_id, e.household_size)
-        elif isinstance(e, IncomeReport):
-            income[e.household_id][month_index(e.month)] = e.total
-        elif isinstance(e, MedicalSettlement):
-            if e.reversal and e.reverses:
-                reversed_ids.add(e.reverses)
-            elif not e.reversal:
-                settled.setdefault(e.settlement_id, e)
-    oop: dict[str, dict[int, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
-    for sid, st in settled.items():
-        hh = person.get(st.person)
-        if hh is not None and sid not in reversed_ids:
-            oop[hh][month_of(st.settled)] += st.out_of_pocket
-    months = sorted({m for inc in income.values() for m in inc})
+    sc = scenario_of(events)
+    months = sorted({m for inc in sc.income.values() for m in inc})
     if not months:
         return set()
     first, last = months[0], months[-1]
     out = set()
-    for hh, inc in income.items():
-        n = size.get(hh) or 1
+    for hh, inc in sc.income.items():
+        n = sc.roster_size.get(hh) or 1
+        oop = sc.oop[hh]
         for start in range(first, last - 10):
-            line = lines.get(start // 12)
+            line = sc.lines.get(start // 12)
             if line is None:
                 continue
-            total = sum((inc.get(m, Decimal(0)) - oop[hh].get(m, Decimal(0))
+            total = sum((inc.get(m, Decimal(0)) - oop.get(m, Decimal(0))
                          for m in range(start, start + 12)), Decimal(0))
             if total / n < line:
                 out.add(hh)
