@@ -32,7 +32,7 @@ from schemas.events import (
 )
 from streams.rules.config import RuleConfig, Thresholds
 from streams.rules.forecast import BUSINESS, WAGES, Forecast, forecast
-from streams.rules.months import month_index, month_label, year_of
+from streams.rules.months import first_day, month_index, month_label, year_of
 from streams.rules.state import (
     ENDED,
     REGISTERED,
@@ -135,7 +135,7 @@ def _medical_signal(state: HouseholdState, month: int, th: Thresholds) -> Signal
 
 def _job_loss_signal(state: HouseholdState, month: int, th: Thresholds) -> Signal | None:
     month_end = _month_end(month)
-    recent_start = _month_start(month - 2)
+    recent_start = first_day(month - 2)
     for person, events in state.jobs.items():
         separations = [d for d, c in events if c in (ENDED, UNEMPLOYED) and d <= month_end]
         if not separations:
@@ -276,9 +276,5 @@ def _yuan(amount_fen: int) -> Decimal:
     return (Decimal(amount_fen) / 100).quantize(CENT)
 
 
-def _month_start(month: int) -> int:
-    return dt.date(month // 12, month % 12 + 1, 1).toordinal()
-
-
 def _month_end(month: int) -> int:
-    return _month_start(month + 1) - 1
+    return first_day(month + 1) - 1

@@ -32,13 +32,12 @@ result is rounded to fen.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
 from streams.rules.config import Thresholds
-from streams.rules.months import calendar_month
+from streams.rules.months import calendar_month, first_day
 from streams.rules.state import ENDED, REGISTERED, UNEMPLOYED, HouseholdState
 
 WAGES, BUSINESS, PROPERTY, TRANSFERS = 0, 1, 2, 3
@@ -195,8 +194,8 @@ def _loss(h: _Household, c: int, ratio: float, floor: float, lasts: int,
 def _separated(state: HouseholdState, month: int, th: Thresholds) -> bool:
     """A member's contract ended (or they registered unemployed) in ``month`` or the month
     before, with no new registration since: a formal job loss."""
-    first = _month_start_ordinal(month - 1)
-    last = _month_start_ordinal(month + 1) - 1
+    first = first_day(month - 1)
+    last = first_day(month + 1) - 1
     for events in state.jobs.values():
         for day, code in events:
             if code in (ENDED, UNEMPLOYED) and first <= day <= last and not any(
@@ -277,7 +276,7 @@ def forecast(state: HouseholdState, t: int, th: Thresholds,
     wage = _loss(h, WAGES, float(th.wage_loss_ratio), float(th.min_component_yuan) * 100,
                  th.job_loss_months, sf_month, lambda j: _separated(state, j, th))
     if wage is not None:
-        start_day = _month_start_ordinal(wage.start) - th.job_change_days
+        start_day = first_day(wage.start) - th.job_change_days
         if t - wage.start < 2 and _job_change(state, start_day, th):
             h.excluded[WAGES] = set()
             h.reset()
@@ -346,7 +345,3 @@ def forecast(state: HouseholdState, t: int, th: Thresholds,
         months_of_history=n, shocks=tuple(shocks), episode=episode, ratio=ratio,
         normal_ratio=normal_ratio, line=line,
     )
-
-
-def _month_start_ordinal(month: int) -> int:
-    return dt.date(month // 12, month % 12 + 1, 1).toordinal()

@@ -23,3 +23,8 @@ def year_of(index: int) -> int:
 
 def calendar_month(index: int) -> int:
     return index % 12 + 1
+
+
+def first_day(index: int) -> int:
+    """The ordinal (``date.toordinal``) of the month's first day."""
+    return dt.date(index // 12, index % 12 + 1, 1).toordinal()
