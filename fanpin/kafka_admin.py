@@ -38,17 +38,26 @@ def topic_layout(settings: Settings) -> dict[str, int]:
     }
 
 
-#: The worker's Faust tables; each keeps its state in ``<worker group>-<table>-changelog``.
-WORKER_TABLES = ("roster", "roster-pending", "household-state")
+#: The worker's state stores (streams.store); each keeps its state in
+#: ``<worker group>-<store>-changelog``.
+WORKER_STORES = ("roster", "roster-pending", "households")
+
+#: Changelog topic settings: compacted, with segments small enough that the cleaner keeps
+#: a store's changelog near one record per key (which is what recovery has to read).
+CHANGELOG_CONFIG = {"cleanup.policy": "compact", "segment.bytes": str(64 * 1024 * 1024),
+                    "min.cleanable.dirty.ratio": "0.2"}
+
+
+def changelog_topic(settings: Settings, store: str) -> str:
+    return f"{worker_group(settings)}-{store}-changelog"
 
 
 def changelog_layout(settings: Settings) -> dict[str, int]:
-    """The worker tables' changelog topics, partitioned like the topics they follow.
+    """The worker stores' changelog topics, partitioned like the topics they follow.
 
     Created up front, compacted, so two workers starting together never see one of them
-    missing or half-created (Faust then raises PartitionsMismatch on the first write)."""
-    return {f"{worker_group(settings)}-{t}-changelog": settings.partitions
-            for t in WORKER_TABLES}
+    missing or half-created."""
+    return {changelog_topic(settings, s): settings.partitions for s in WORKER_STORES}
 
 
 def pipeline_groups(settings: Settings) -> dict[str, list[str]]:
@@ -78,7 +87,7 @@ class Admin:
         rf = self.settings.replication_factor
         wanted = [NewTopic(name, n, rf) for name, n in topic_layout(self.settings).items()
                   if name not in existing]
-        wanted += [NewTopic(name, n, rf, topic_configs={"cleanup.policy": "compact"})
+        wanted += [NewTopic(name, n, rf, topic_configs=dict(CHANGELOG_CONFIG))
                    for name, n in changelog_layout(self.settings).items()
                    if name not in existing]
         if wanted:

@@ -1,15 +1,17 @@
-"""Faust agents: thin adapters between topics, tables and the pure rules."""
+"""Faust agents: thin adapters between topics, the state stores and the pure rules.
+
+Each Kafka message is a batch of events (``schemas.events.EventBatch``) or a single event;
+``streams.batch`` does the work, these agents move its results to topics and flush the
+stores. Faust flushes the producer before committing an input offset, so everything a
+message produced is in Kafka before the message counts as done (at-least-once)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from functools import partial
 from typing import Any
 
-import msgspec
-from faust.exceptions import PartitionsMismatch
 from faust.types import EventT
 
 from fanpin.metrics import (
@@ -20,33 +22,32 @@ from fanpin.metrics import (
     RULE_EVALUATION,
     kind_of,
 )
-from schemas.events import (
-    DeadLetter,
-    EmploymentEvent,
-    IncomeReport,
-    MedicalSettlement,
-    RosterMember,
-    decode_event,
-    encode,
-)
+from schemas.events import DeadLetter, IncomeReport, encode
 from streams.app import (
     alerts_topic,
     app,
     dead_letter_topic,
-    household_table,
+    household_store,
     household_topic,
-    pending_table,
+    pending_store,
     person_topic,
     reference_topic,
-    roster_table,
+    roster_store,
     settings,
+)
+from streams.batch import (
+    HOUSEHOLD_KINDS,
+    PERSON_KINDS,
+    Item,
+    detect,
+    join,
+    kind_counts,
+    needs_line,
+    unpack,
 )
 from streams.reference import ReferenceData, ReferenceReader
 from streams.rules.config import RuleConfig
-from streams.rules.engine import Policy, step
-from streams.rules.join import attach, link_of, park, read_link, unpark
-from streams.rules.months import month_index
-from streams.rules.state import dump_state, load_state
+from streams.rules.engine import Policy
 
 log = logging.getLogger(__name__)
 
@@ -56,24 +57,6 @@ reference_ready = asyncio.Event()
 _reader: ReferenceReader | None = None
 _last_event = time.monotonic()
 IDLE_BEFORE_RESUME = 15.0  # seconds without any event before a stalled partition is resumed
-TABLE_RETRY_SECONDS = 1.0
-TABLE_RETRIES = 120
-
-
-async def _with_tables(what: str, body: Any) -> None:
-    """Run ``body()`` (which reads and writes tables), retrying while Faust reports a
-    changelog topic whose partitions it cannot see yet. That is the cluster's metadata
-    catching up, not a bad message: dead-lettering the event would lose it."""
-    for attempt in range(TABLE_RETRIES):
-        try:
-            await body()
-            return
-        except PartitionsMismatch as exc:
-            if attempt == 0:
-                log.warning("%s: %s; retrying until the changelog topic is visible", what,
-                            str(exc).splitlines()[0])
-            await asyncio.sleep(TABLE_RETRY_SECONDS)
-    await body()  # the last try: its error goes to the caller
 
 
 def stalled(committed: dict, ends: dict, idle: float) -> set:  # type: ignore[type-arg]
@@ -118,19 +101,19 @@ async def resume_stalled_fetches() -> None:
     await consumer.perform_seek()
 
 
-class _Misplaced(Exception):
-    """An event of a kind that has no business on this topic."""
-
-
-async def dead_letter(event: EventT, reason: str, consumer: str) -> None:
+async def dead_letter(event: EventT, reason: str, consumer: str,
+                      payload: bytes | None = None) -> None:
+    """Send one message (or one event of a batch message: ``payload``) to the dead-letter
+    topic with the reason, and carry on."""
     msg = event.message
-    raw = event.value if isinstance(event.value, bytes) else b""
+    raw = payload if payload is not None else (
+        event.value if isinstance(event.value, bytes) else b"")
     await dead_letter_topic.send(value=encode(DeadLetter(
         topic=msg.topic, partition=msg.partition, offset=msg.offset, reason=reason[:500],
         payload=raw[:4096].decode("utf-8", "replace"), consumer=consumer)))
     DEAD_LETTERS.labels(consumer).inc()
-    log.warning("dead-lettered %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset,
-                reason[:200])
+    log.warning("dead-lettered %s %s[%d]@%d: %s", "an event of" if payload is not None else "",
+                msg.topic, msg.partition, msg.offset, reason[:200])
 
 
 @app.task
@@ -144,14 +127,45 @@ async def follow_reference() -> None:
     await _reader.follow()
 
 
+@app.on_partitions_revoked.connect  # type: ignore[arg-type]
+async def _forget_revoked(app: Any, revoked: set[Any], **kwargs: Any) -> None:
+    """Faust has finished the events in flight and flushed the producer: drop the state of
+    partitions this worker gave up, so it is read back (changed or not) if they return."""
+    for store, topic in ((roster_store, person_topic), (pending_store, person_topic),
+                         (household_store, household_topic)):
+        store.forget(tp.partition for tp in revoked if tp.topic == topic.get_topic_name())
+
+
+def _count_in(items: list[Item], only: tuple[type, ...]) -> None:
+    for (dept, tag), n in kind_counts([it for it in items
+                                        if isinstance(it.event, only)]).items():
+        EVENTS_IN.labels(dept, kind_of(tag)).inc(n)
+
+
+async def _dead_letters(event: EventT, dead: list[tuple[bytes, str]], consumer: str) -> None:
+    whole = len(dead) == 1 and dead[0][0] == event.value
+    for raw, reason in dead:
+        await dead_letter(event, reason, consumer, payload=None if whole else raw)
+
+
 @app.agent(person_topic, name="roster-join")
 async def roster_join(stream):  # type: ignore[no-untyped-def]
-    """person-events -> household-events: finds each person's household in the roster."""
+    """person-events -> household-events: finds each person's household in the roster and
+    forwards the events, one batch message per household-events partition."""
     global _last_event
     async for event in stream.events():
         _last_event = time.monotonic()
         try:
-            await _with_tables("roster-join", partial(_join_one, event))
+            items = unpack(event.value, PERSON_KINDS)
+            _count_in(items, PERSON_KINDS)
+            out = await join(items, roster_store, pending_store,
+                             household_topic.partitions or settings.partitions)
+            for partition, value in out.batches():
+                await household_topic.send(value=value, partition=partition,
+                                           timestamp=event.message.timestamp)
+            await roster_store.flush()
+            await pending_store.flush()
+            await _dead_letters(event, out.dead, "roster-join")
         except Exception as exc:  # noqa: BLE001 - one bad message must not stop the worker
             log.exception("roster-join failed on %s[%d]@%d", event.message.topic,
                           event.message.partition, event.message.offset)
@@ -159,88 +173,33 @@ async def roster_join(stream):  # type: ignore[no-untyped-def]
                               "roster-join")
 
 
-async def _join_one(event: EventT) -> None:
-    try:
-        ev = decode_event(event.value)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        await dead_letter(event, f"not a known event: {exc}", "roster-join")
-        return
-    person = event.key
-    if isinstance(ev, RosterMember | MedicalSettlement | EmploymentEvent):
-        EVENTS_IN.labels(ev.origin.dept, kind_of(str(type(ev).__struct_config__.tag))).inc()
-    if isinstance(ev, RosterMember):
-        roster_table[person] = link_of(ev)
-        await household_topic.send(key=ev.household_id.encode(), value=event.value)
-        parked = unpark(pending_table.get(person))
-        if parked:
-            link = read_link(roster_table.get(person))
-            assert link is not None
-            for raw in parked:
-                joined = attach(decode_event(raw), link)  # type: ignore[arg-type]
-                await household_topic.send(key=link.household_id.encode(),
-                                           value=encode(joined))
-            del pending_table[person]
-    elif isinstance(ev, MedicalSettlement | EmploymentEvent):
-        link = read_link(roster_table.get(person))
-        if link is None:
-            parked_list, ok = park(pending_table.get(person), event.value)
-            if ok:
-                pending_table[person] = parked_list
-            else:
-                await dead_letter(event, "person is on no household roster", "roster-join")
-            return
-        await household_topic.send(key=link.household_id.encode(),
-                                   value=encode(attach(ev, link)))
-    else:
-        await dead_letter(event, f"{type(ev).__name__} does not belong on person-events",
-                          "roster-join")
-
-
 @app.agent(household_topic, name="household-risk-detector")
 async def household_risk_detector(stream):  # type: ignore[no-untyped-def]
-    """household-events -> alerts: folds each event into the household's state and judges
+    """household-events -> alerts: folds each household's events into its state and judges
     the month when its income report arrives."""
     global _last_event
     await reference_ready.wait()
     async for event in stream.events():
         _last_event = time.monotonic()
-        alerts: list[Any] = []
-
-        async def judge(event: EventT = event) -> None:
-            nonlocal alerts
-            ev = decode_event(event.value)
-            if not isinstance(ev, IncomeReport | MedicalSettlement | EmploymentEvent
-                              | RosterMember):
-                raise _Misplaced(f"{type(ev).__name__} does not belong on household-events")
-            if isinstance(ev, IncomeReport) and policy.line_for(month_index(ev.month) // 12) \
-                    is None and _reader is not None:
-                await _reader.catch_up()
-            started = time.perf_counter()
-            state = load_state(household_table.get(event.key))
-            state, alerts = step(state, ev, policy)
-            RULE_EVALUATION.observe(time.perf_counter() - started)
-            household_table[event.key] = dump_state(state)
-            if isinstance(ev, IncomeReport):  # the rest came through roster-join
-                EVENTS_IN.labels(ev.origin.dept, "income").inc()
-
         try:
-            await _with_tables("household-risk-detector", judge)
-        except _Misplaced as exc:
-            await dead_letter(event, str(exc), "household-risk-detector")
-            continue
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            await dead_letter(event, f"not a known event: {exc}", "household-risk-detector")
-            continue
+            items = unpack(event.value, HOUSEHOLD_KINDS)
+            if _reader is not None and needs_line(items, policy):
+                await _reader.catch_up()
+            out = await detect(items, household_store, policy)
+            await household_store.flush()
+            if out.evaluations:
+                RULE_EVALUATION.observe(out.rule_seconds / max(len(items), 1))
+            _count_in(items, (IncomeReport,))  # the rest were counted by roster-join
+            # An alert keeps the triggering message's timestamp, so the sink can measure
+            # the lag from a department row published to its watch-list entry.
+            for alert in out.alerts:
+                await alerts_topic.send(key=alert.household_id.encode(), value=encode(alert),
+                                        timestamp=event.message.timestamp)
+                ALERTS_RAISED.labels(alert.reasons[0].rule if alert.reasons else "",
+                                     alert.risk_type).inc()
+            await _dead_letters(event, out.dead, "household-risk-detector")
         except Exception as exc:  # noqa: BLE001 - one bad message must not stop the worker
             log.exception("household-risk-detector failed on %s[%d]@%d", event.message.topic,
                           event.message.partition, event.message.offset)
-            await dead_letter(event, f"rule failed: {type(exc).__name__}: {exc}",
+            await dead_letter(event, f"detector failed: {type(exc).__name__}: {exc}",
                               "household-risk-detector")
-            continue
-        for alert in alerts:
-            # The alert keeps the triggering event's timestamp, so the sink can measure the
-            # lag from a department row published to its watch-list entry.
-            await alerts_topic.send(key=alert.household_id.encode(), value=encode(alert),
-                                    timestamp=event.message.timestamp)
-            ALERTS_RAISED.labels(alert.reasons[0].rule if alert.reasons else "",
-                                 alert.risk_type).inc()

@@ -176,12 +176,16 @@ def test_income_sources_are_that_households_rows(sample_run: OfflinePipeline) ->
 
 # --- the real Faust agent -----------------------------------------------------------------
 
-def test_household_detector_agent_with_test_context() -> None:
+def test_household_detector_agent_with_test_context(monkeypatch: pytest.MonkeyPatch) -> None:
     """Drive the real ``household_risk_detector`` agent through Faust's test context: no
-    broker, tables in memory."""
+    broker, the household store in memory, events as one batch message and as single
+    messages."""
     agents = pytest.importorskip("streams.agents")
-    from streams.app import alerts_topic, household_table
+    from streams.app import alerts_topic
+    from streams.batch import MemoryStore
 
+    store = MemoryStore(4)
+    monkeypatch.setattr(agents, "household_store", store)
     sent: list[tuple[object, object]] = []
 
     async def fake_send(*args: object, key: object = None, value: object = None,
@@ -192,14 +196,15 @@ def test_household_detector_agent_with_test_context() -> None:
         saved_lines = dict(agents.reference.lines)
         agents.reference.lines[2025] = Decimal("7200")
         agents.reference_ready.set()
-        from schemas.events import decode_event, encode
+        from schemas.events import decode_event, encode, encode_batch
 
         original = alerts_topic.send
         alerts_topic.send = fake_send  # type: ignore[method-assign]
         try:
             async with agents.household_risk_detector.test_context() as agent:
-                await agent.put(encode(_member("p1")), key=HH.encode())
-                for m in ("2025-01", "2025-02", "2025-03"):
+                await agent.put(encode_batch([encode(_member("p1")),
+                                              encode(_income("2025-01", 300))]))
+                for m in ("2025-02", "2025-03"):
                     await agent.put(encode(_income(m, 300)), key=HH.encode())
         finally:
             alerts_topic.send = original  # type: ignore[method-assign]
@@ -210,9 +215,147 @@ def test_household_detector_agent_with_test_context() -> None:
         assert [a.month for a in alerts] == [  # type: ignore[union-attr]
             "2025-01", "2025-02", "2025-03"]
         assert all(k == HH.encode() for k, _ in sent)
-        assert household_table.get(HH.encode()) is not None
+        assert store.get(HH.encode()) is not None
 
     asyncio.run(scenario())
+
+
+# --- batches: the worker's message-level logic (streams.batch) ------------------------------
+
+def _run(coro):  # type: ignore[no-untyped-def]
+    return asyncio.run(coro)
+
+
+def test_a_batch_with_one_bad_event_keeps_the_others() -> None:
+    from schemas.events import encode, split_batch
+    from streams.batch import HOUSEHOLD_KINDS, unpack
+
+    good = [encode(_income("2025-01", 300)), encode(_member("p1"))]
+    bad = b'{"kind":"income.v1","id":"x"}'
+    value = b'{"kind":"batch.v1","events":[' + b",".join([good[0], bad, good[1]]) + b"]}"
+    assert len(split_batch(value)) == 3
+    items = unpack(value, HOUSEHOLD_KINDS)
+    assert [it.event is not None for it in items] == [True, False, True]
+    assert items[1].raw == bad and "not a known event" in (items[1].error or "")
+    # Not JSON at all: the whole message is one dead letter.
+    [only] = unpack(b"\x00garbage", HOUSEHOLD_KINDS)
+    assert only.event is None and only.raw == b"\x00garbage"
+    # A monitoring line on the household topic does not belong there.
+    [wrong] = unpack(encode(_line(2025, "7200")), HOUSEHOLD_KINDS)
+    assert wrong.event is None and "MonitoringLine does not belong" in (wrong.error or "")
+
+
+def test_batch_join_parks_forwards_and_partitions_by_household() -> None:
+    from schemas.events import decode_event, encode, encode_batch, partition_of
+    from streams.batch import PERSON_KINDS, MemoryStore, join, unpack
+
+    roster, pending = MemoryStore(4), MemoryStore(4)
+    early = encode_batch([encode(_stay("S1", "p-early", dt.date(2025, 3, 5), 12000))])
+    out = _run(join(unpack(early, PERSON_KINDS), roster, pending, 6))
+    assert not out.forward and not out.dead
+    assert pending.get(b"p-early") is not None
+
+    batch = encode_batch([encode(_member("p-early")),
+                          encode(_ended("p-early", dt.date(2025, 3, 1)))])
+    out = _run(join(unpack(batch, PERSON_KINDS), roster, pending, 6))
+    assert list(out.forward) == [partition_of(HH.encode(), 6)]
+    forwarded = [decode_event(raw) for raw in out.forward[partition_of(HH.encode(), 6)]]
+    # roster row first, then the parked stay, then the new event: all for the household
+    assert [type(e).__name__ for e in forwarded] == ["RosterMember", "MedicalSettlement",
+                                                     "EmploymentEvent"]
+    assert all(e.household_id == HH for e in forwarded)  # type: ignore[union-attr]
+    assert pending.get(b"p-early") is None
+    [(p, value)] = out.batches()
+    assert p == partition_of(HH.encode(), 6)
+    assert decode_event(value).events == forwarded  # type: ignore[union-attr]
+
+
+def test_batch_detector_matches_the_offline_pipeline_on_the_sample(
+        sample_events: list[object]) -> None:
+    """The worker's message-level path (join, then detect, batches of 500 per partition)
+    raises exactly the alerts of the event-at-a-time pipeline, and one stored state per
+    household."""
+    from schemas.events import IncomeReport as Income
+    from schemas.events import MonitoringLine, encode, encode_batch
+    from streams.batch import (
+        HOUSEHOLD_KINDS,
+        PERSON_KINDS,
+        MemoryStore,
+        detect,
+        join,
+        unpack,
+    )
+    from streams.rules.config import RuleConfig
+    from streams.rules.engine import Policy
+
+    lines = {e.year: e.line for e in sample_events if isinstance(e, MonitoringLine)}
+    policy = Policy(lines=lines, config=RuleConfig.load())
+    roster, pending, households = MemoryStore(4), MemoryStore(4), MemoryStore(4)
+    alerts = []
+    person: list[bytes] = []
+    household: list[bytes] = []
+
+    async def drain() -> None:
+        for i in range(0, len(person), 500):
+            out = await join(unpack(encode_batch(person[i:i + 500]), PERSON_KINDS), roster,
+                             pending, 4)
+            assert not out.dead
+            for _, value in out.batches():
+                household.append(value)
+        person.clear()
+        for value in household:
+            out = await detect(unpack(value, HOUSEHOLD_KINDS), households, policy)
+            assert not out.dead
+            alerts.extend(out.alerts)
+        household.clear()
+
+    async def feed() -> None:
+        month = None
+        for ev in sample_events:
+            if isinstance(ev, Income):
+                if ev.month != month:  # a file boundary: the person rows went first
+                    await drain()
+                    month = ev.month
+                household.append(encode_batch([encode(ev)]))
+            elif isinstance(ev, RosterMember | MedicalSettlement | EmploymentEvent):
+                person.append(encode(ev))
+        await drain()
+
+    _run(feed())
+    offline = OfflinePipeline(lines=dict(lines))
+    offline.feed(sample_events)
+    assert sorted(a.id for a in alerts) == sorted(a.id for a in offline.alerts)
+    assert {a.id: encode(a) for a in alerts} == {a.id: encode(a) for a in offline.alerts}
+    assert sum(len(d) for d in households.data.values()) == len(offline.states)
+
+
+def test_a_rule_failure_dead_letters_only_that_event(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The household's state afterwards is as if the failing event never arrived."""
+    import streams.batch as batch
+    from schemas.events import encode, encode_batch
+    from streams.rules.config import RuleConfig
+    from streams.rules.engine import Policy, step
+
+    def flaky(state, ev, policy):  # type: ignore[no-untyped-def]
+        if isinstance(ev, MedicalSettlement) and ev.settlement_id == "BAD":
+            state.size = 99  # a half-done change that must not survive
+            raise ValueError("boom")
+        return step(state, ev, policy)
+
+    monkeypatch.setattr(batch, "step", flaky)
+    policy = Policy(lines={2025: Decimal("7200")}, config=RuleConfig.load())
+    store = batch.MemoryStore(4)
+    joined = [_member("p1"), _stay("S1", "p1", dt.date(2025, 1, 5), 100),
+              _stay("BAD", "p1", dt.date(2025, 1, 6), 100), _income("2025-01", 300)]
+    joined = [e if isinstance(e, RosterMember | IncomeReport) else
+              batch.attach(e, batch.RosterLink(HH, REGION)) for e in joined]  # type: ignore[arg-type]
+    value = encode_batch([encode(e) for e in joined])
+    out = _run(batch.detect(batch.unpack(value, batch.HOUSEHOLD_KINDS), store, policy))
+    assert [reason for _, reason in out.dead] == ["rule failed: ValueError: boom"]
+    assert [a.month for a in out.alerts] == ["2025-01"]
+    from streams.rules.state import load_state
+    state = load_state(store.get(HH.encode()))
+    assert state.size == 2 and "S1" in state.settlements and "BAD" not in state.settlements
 
 
 def test_only_partitions_with_lag_on_an_idle_worker_count_as_stalled() -> None:
@@ -229,33 +372,6 @@ def test_only_partitions_with_lag_on_an_idle_worker_count_as_stalled() -> None:
     assert stalled({a: 10}, {a: 10}, 600.0) == set()
 
 
-def test_a_changelog_not_visible_yet_is_retried_not_dead_lettered(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """Two workers starting together can see a table's changelog topic before its
-    partitions: Faust raises PartitionsMismatch. That is not a bad message; dead-lettering
-    it lost household events in a kill -9 test."""
-    agents = pytest.importorskip("streams.agents")
-    from faust.exceptions import PartitionsMismatch
-
-    monkeypatch.setattr(agents, "TABLE_RETRY_SECONDS", 0.0)
-    calls: list[int] = []
-
-    async def flaky() -> None:
-        calls.append(1)
-        if len(calls) < 3:
-            raise PartitionsMismatch("changelog has 0 partitions")
-
-    asyncio.run(agents._with_tables("test", flaky))
-    assert len(calls) == 3
-
-    async def broken() -> None:
-        raise PartitionsMismatch("never there")
-
-    monkeypatch.setattr(agents, "TABLE_RETRIES", 2)
-    with pytest.raises(PartitionsMismatch):
-        asyncio.run(agents._with_tables("test", broken))
-
-
 def test_changelog_topics_are_laid_out_like_their_source_topics() -> None:
     from fanpin.kafka_admin import changelog_layout, worker_group
     from fanpin.settings import Settings
@@ -263,8 +379,9 @@ def test_changelog_topics_are_laid_out_like_their_source_topics() -> None:
     settings = Settings(topic_prefix="t1", partitions=6)
     layout = changelog_layout(settings)
     assert layout == {f"{worker_group(settings)}-{t}-changelog": 6
-                      for t in ("roster", "roster-pending", "household-state")}
-    from streams.app import app
-    # The names Faust itself uses for the worker's tables.
-    assert {t.changelog_topic.get_topic_name().split("-worker-", 1)[1]
-            for t in app.tables.values()} == {n.split("-worker-", 1)[1] for n in layout}
+                      for t in ("roster", "roster-pending", "households")}
+    from streams.app import household_store, pending_store, roster_store
+    # The names the worker's stores write to.
+    assert {household_store.topic.split("-worker-", 1)[1], roster_store.topic.split(
+        "-worker-", 1)[1], pending_store.topic.split("-worker-", 1)[1]} == {
+        n.split("-worker-", 1)[1] for n in layout}
