@@ -9,7 +9,6 @@ so people can still be joined to their households.
 from __future__ import annotations
 
 import hashlib
-import hmac
 
 
 class Pseudonymiser:
@@ -17,10 +16,20 @@ class Pseudonymiser:
         if len(key) < 16:
             raise ValueError("the pseudonym key must be at least 16 bytes long")
         self._key = key
+        # HMAC-SHA256 as RFC 2104 defines it, with the inner and outer hash states of the
+        # key computed once: a pseudonym then costs two state copies, about half the time
+        # of a new hmac object. Same digest as hmac.new(key, msg, sha256) (tested).
+        block = hashlib.sha256().block_size
+        k = (hashlib.sha256(key).digest() if len(key) > block else key).ljust(block, b"\0")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in k))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in k))
 
     def person(self, id_number: str) -> str:
-        digest = hmac.new(self._key, id_number.strip().upper().encode(), hashlib.sha256)
-        return "p" + digest.hexdigest()[:31]
+        inner = self._inner.copy()
+        inner.update(id_number.strip().upper().encode())
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return "p" + outer.hexdigest()[:31]
 
 
 def mask_id_number(id_number: str) -> str:

@@ -18,6 +18,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from operator import mul
 from pathlib import Path
 from typing import Literal, Protocol, TypeVar
 
@@ -119,6 +120,15 @@ class ParseContext:
             p = self.pseudonyms[id_number] = self.pseudonymiser.person(id_number)
         return p
 
+    def person_if_valid(self, id_number: str) -> str | None:
+        """For the fast paths: the pseudonym of an ID number exactly as the full check
+        accepts and normalises it (valid, no blanks, upper-case ``X``), else None (the
+        caller then takes the full path, which says what is wrong)."""
+        p = self.pseudonyms.get(id_number)
+        if p is None and id_number[17:] != "x" and _id_problem(id_number) is None:
+            p = self.person(id_number)
+        return p
+
 
 class FileFormat(Protocol):
     """What every department format offers: a parser module, or for the two reference
@@ -196,13 +206,14 @@ def required(row: Row, column: str, code: str = "missing_field") -> str:
     return v
 
 
-def _digits(s: str, n: int) -> bool:
-    return len(s) == n and s.isascii() and s.isdigit()
+def is_digits(s: str, n: int) -> bool:
+    """Exactly ``n`` ASCII digits."""
+    return len(s) == n and s.isdigit() and s.isascii()
 
 
 def digits_field(row: Row, column: str, n: int, code: str, what: str) -> str:
     v = required(row, column)
-    if not _digits(v, n):
+    if not is_digits(v, n):
         raise RowError(code, f"「{column}」格式错误：{show(v)}，{what}应为 {n} 位数字")
     return v
 
@@ -283,22 +294,37 @@ def _date(y: str, m: str, d: str) -> dt.date | None:
         return None
 
 
-#: Valid dates already parsed, by their text (at most one entry per day 1900-2100 each);
-#: the fast paths look dates up here and fall back to the full parse on a miss.
+#: Valid dates already parsed, by their text (at most a few entries per day 1900-2100
+#: each); a hit is proof the text is a valid date.
 SLASH_DATES: dict[str, dt.date] = {}
 COMPACT_DATES: dict[str, dt.date] = {}
+
+
+def slash_date_value(v: str) -> dt.date | None:
+    """The date of a stripped ``YYYY/MM/DD`` (or ``YYYY/M/D``) text, or None."""
+    d = SLASH_DATES.get(v)
+    if d is None:
+        parts = v.split("/")
+        d = _date(*parts) if len(parts) == 3 else None
+        if d is not None:
+            SLASH_DATES[v] = d
+    return d
+
+
+def compact_date_value(v: str) -> dt.date | None:
+    """The date of a stripped ``YYYYMMDD`` text, or None."""
+    d = COMPACT_DATES.get(v)
+    if d is None:
+        d = _date(v[:4], v[4:6], v[6:]) if len(v) == 8 else None
+        if d is not None:
+            COMPACT_DATES[v] = d
+    return d
 
 
 def slash_date(row: Row, column: str) -> dt.date:
     """``YYYY/MM/DD`` (medical bureau; ``YYYY/M/D`` is accepted too)."""
     v = required(row, column)
-    d = SLASH_DATES.get(v)
-    if d is not None:
-        return d
-    parts = v.split("/")
-    d = _date(*parts) if len(parts) == 3 else None
-    if d is not None:
-        SLASH_DATES[v] = d
+    d = slash_date_value(v)
     if d is None:
         raise RowError(
             "bad_date", f"「{column}」不是有效日期：{show(v)}，应为 YYYY/MM/DD 格式的真实日期"
@@ -309,12 +335,7 @@ def slash_date(row: Row, column: str) -> dt.date:
 def compact_date(row: Row, column: str) -> dt.date:
     """``YYYYMMDD`` (human resources bureau)."""
     v = required(row, column)
-    d = COMPACT_DATES.get(v)
-    if d is not None:
-        return d
-    d = _date(v[:4], v[4:6], v[6:]) if len(v) == 8 else None
-    if d is not None:
-        COMPACT_DATES[v] = d
+    d = compact_date_value(v)
     if d is None:
         raise RowError(
             "bad_date", f"「{column}」不是有效日期：{show(v)}，应为 YYYYMMDD 格式的真实日期"
@@ -346,24 +367,29 @@ def month_value(row: Row, column: str) -> str:
 
 _WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _CHECK = "10X98765432"
+_ZEROS = ord("0") * sum(_WEIGHTS)  # what the ASCII codes add on top of the digit values
 
 
 def id_check_digit(first17: str) -> str:
     """The ISO 7064 MOD 11-2 check character of 17 ASCII digits."""
-    return _CHECK[sum(int(c) * w for c, w in zip(first17, _WEIGHTS, strict=True)) % 11]
+    if not is_digits(first17, 17):
+        raise ValueError("id_check_digit needs exactly 17 ASCII digits")
+    # sum(digit * weight), computed on the ASCII codes (much faster than int() per char).
+    return _CHECK[(sum(map(mul, first17.encode(), _WEIGHTS)) - _ZEROS) % 11]
 
 
 def _id_problem(s: str) -> tuple[str, str] | None:
-    if len(s) != 18 or not (s[:17].isascii() and s[:17].isdigit()) or s[17] not in "0123456789Xx":
+    first17 = s[:17]
+    if len(s) != 18 or not (first17.isascii() and first17.isdigit()) or s[17] not in "0123456789Xx":
         return "bad_id_format", (
             f"身份证号格式错误：{mask_id_number(s) if len(s) < 64 else '（过长）'}"
             f" 共 {len(s)} 位，应为 18 位（前 17 位数字，末位为数字或 X）"
         )
-    if _date(s[6:10], s[10:12], s[12:14]) is None:
+    if compact_date_value(s[6:14]) is None:  # the birth date, YYYYMMDD
         return "bad_id_format", (
             f"身份证号格式错误：{mask_id_number(s)} 的第 7–14 位不是有效的出生日期"
         )
-    expected = id_check_digit(s[:17])
+    expected = id_check_digit(first17)
     if s[17].upper() != expected:
         return "bad_id_checksum", f"身份证号校验位错误：{mask_id_number(s)} 的第18位应为 {expected}"
     return None
@@ -592,8 +618,9 @@ def parse_csv_file(
     first ``next``) and parse each row.
 
     ``fast_line``, when given, is tried first on the raw line if the header is exactly
-    ``columns``: it returns the event for an ordinary valid line and None for anything
-    else, which then goes the full way (split, field count, ``parse_row``)."""
+    ``columns`` and the line has no quotes: it returns the event for an ordinary valid line
+    and None for anything else, which then goes the full way (split, field count,
+    ``parse_row``)."""
     lines, start, header = open_csv(path, rel, columns, encoding, department)
     fast = fast_line if header == columns else None
     return _parse_lines(lines, start, header, rel, ctx, department, parse_row, fast)
@@ -609,12 +636,18 @@ def _parse_lines(
     parse_row: Callable[[Row, Origin, ParseContext], R],
     fast: Callable[[str, Origin, ParseContext], R | None] | None,
 ) -> Iterator[R | Reject]:
+    # The same steps as _data_lines, in one loop: this is the hot loop of every file.
     n = len(header)
-    for item in _data_lines(lines, start, rel):
-        if isinstance(item, Reject):
-            yield item
+    for idx in range(start, len(lines)):
+        line = lines[idx]
+        if line.endswith("\r"):
+            line = line[:-1]
+        if not line or line.isspace():
             continue
-        lineno, line = item
+        lineno = idx + 1
+        if len(line) > MAX_LINE:
+            yield _too_long(rel, lineno, line)
+            continue
         origin = Origin(department, rel, lineno)
         if fast is not None and '"' not in line:  # quoted fields need the CSV reader
             event = fast(line, origin, ctx)

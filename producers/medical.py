@@ -33,6 +33,7 @@ from producers.common import (
     parse_csv_file,
     required,
     slash_date,
+    slash_date_value,
 )
 from schemas.events import Department, MedicalSettlement, Origin, VisitType
 
@@ -85,9 +86,10 @@ def fast_line(line: str, origin: Origin, ctx: ParseContext) -> MedicalSettlement
     if m is None:
         return None
     sid, idn, county, visit, adm, stl, tot, bas, cri, ass, own = m.groups()
-    person = ctx.pseudonyms.get(idn)
-    admitted = SLASH_DATES.get(adm)
-    settled = SLASH_DATES.get(stl)
+    person = ctx.pseudonyms.get(idn) or ctx.person_if_valid(idn)
+    # Cache hits first (the common case); a miss is checked (and cached) once.
+    admitted = SLASH_DATES.get(adm) or slash_date_value(adm)
+    settled = SLASH_DATES.get(stl) or slash_date_value(stl)
     if person is None or admitted is None or settled is None or admitted > settled:
         return None
     total = ZERO if tot == "0.00" else Decimal(tot)

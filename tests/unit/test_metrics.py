@@ -25,7 +25,7 @@ from producers import FORMATS
 from producers.common import ParseContext
 from producers.publish import Publisher
 from producers.scenario import load_known_households
-from schemas.events import FeedFile, decode_event
+from schemas.events import FeedFile, decode_event, split_batch
 from tests.helpers import SAMPLE, read_csv
 from tests.unit.test_watchlist_helpers import household, make_alert, sqlite_engine
 
@@ -151,10 +151,15 @@ class _Recorder:
     """Stands in for the KafkaProducer in this unit test (the integration tests use Kafka)."""
 
     def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes, bytes]] = []
+        self.sent: list[tuple[str, bytes | None, bytes]] = []
 
-    def send(self, topic: str, key: bytes, value: bytes) -> None:
+    def send(
+        self, topic: str, key: bytes | None = None, value: bytes = b"", partition: int | None = None
+    ) -> None:
         self.sent.append((topic, key, value))
+
+    def partitions_for(self, topic: str) -> set[int]:
+        return {0, 1, 2}
 
     def flush(self) -> None:
         pass
@@ -177,7 +182,8 @@ def test_publishing_a_file_sends_its_receipt_last() -> None:
     expected_rejects = sum(1 for r in read_csv(SAMPLE / "bad_rows.csv") if r["文件"] == rel)
     assert (got.feed, got.dept, got.file) == ("medical", "medical", rel)
     assert sum(got.rejects.values()) == expected_rejects == len(result.rejects) == 2
-    assert got.rows_accepted == result.events == len(recorder.sent) - 1
+    rows = sum(len(split_batch(v)) for _, _, v in recorder.sent[:-1])  # batch messages
+    assert got.rows_accepted == result.events == rows
     assert result.receipts == [got]
 
 

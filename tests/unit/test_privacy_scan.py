@@ -19,3 +19,13 @@ def test_pseudonyms_are_keyed_and_stable() -> None:
     assert a.person("99012219911008334X") != b.person("99012219911008334X")
     assert "334X" not in a.person("99012219911008334X")
     assert mask_id_number("99012219911008334X") == "990122********334X"
+
+
+def test_pseudonym_is_hmac_sha256_of_the_id_number() -> None:
+    import hashlib
+    import hmac
+
+    for key in (b"k" * 16, b"x" * 64, b"y" * 65, bytes(range(200))):
+        for idn in ("990122198207193090", " 99012219820719309x "):
+            want = hmac.new(key, idn.strip().upper().encode(), hashlib.sha256).hexdigest()[:31]
+            assert Pseudonymiser(key).person(idn) == "p" + want

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fanpin.privacy import Pseudonymiser
-from producers import FORMATS, employment, income, medical
+from producers import FORMATS, employment, income, medical, roster
 from producers.common import (
     REJECT_CODES,
     FileError,
@@ -167,7 +167,9 @@ def test_mutated_valid_rows(name: str, data: st.DataObject) -> None:
     check_result(fmt.parse_row(row, origin, ctx({"9901220020060006"})), origin)
 
 
-@pytest.mark.parametrize("mod", [income, medical, employment], ids=lambda m: m.__name__)
+@pytest.mark.parametrize(
+    "mod", [income, medical, employment, roster], ids=lambda m: m.__name__
+)
 @SETTINGS
 @given(data=st.data())
 def test_fast_path_agrees_with_the_full_check(mod, data: st.DataObject) -> None:
@@ -253,7 +255,7 @@ def test_any_file_content_gives_rows_or_a_file_error(name: str, tail: bytes, crl
             assert isinstance(x, EVENT_TYPES)
 
 
-@pytest.mark.parametrize("name", ["income", "medical", "employment"])
+@pytest.mark.parametrize("name", ["income", "medical", "employment", "roster"])
 @settings(max_examples=60, deadline=None, database=None)
 @given(data=st.data())
 def test_files_of_mutated_rows(name: str, data: st.DataObject) -> None:

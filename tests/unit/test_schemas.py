@@ -16,6 +16,7 @@ from schemas.events import (
     Alert,
     DeadLetter,
     EmploymentEvent,
+    EventBatch,
     Evidence,
     FeedFile,
     IncomeReport,
@@ -27,7 +28,10 @@ from schemas.events import (
     RosterMember,
     decode_event,
     encode,
+    encode_batch,
     json_schemas,
+    partition_of,
+    split_batch,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -133,6 +137,7 @@ SAMPLES: list[tuple[str, msgspec.Struct]] = [
                               file="medical/2025-01.csv", sha256="a" * 64, rows_accepted=900,
                               rejects={"bad_id": 2}, file_error=None,
                               published_at=dt.datetime(2025, 2, 3, 4, 5, 6, tzinfo=dt.UTC))),
+    ("batch.v1", EventBatch(events=[INCOME])),
 ]
 
 
@@ -196,3 +201,29 @@ def test_money_is_exact_decimal_through_round_trip() -> None:
     assert isinstance(back.wages, Decimal) and back.wages == amount
     assert str(back.transfers) == "0.10"  # trailing zero (the precision) survives
     assert back.wages + back.business + back.property + back.transfers == back.total
+
+
+def test_a_batch_is_its_events_encoded_one_by_one() -> None:
+    """Producers build batch messages by joining events they already encoded; that must
+    be exactly the batch ``encode`` would write, and split back into the same events."""
+    roster = next(e for k, e in SAMPLES if k == "roster_member.v1")
+    events = [INCOME, roster]
+    joined = encode_batch([encode(e) for e in events])
+    assert joined == encode(EventBatch(events=events))  # type: ignore[arg-type]
+    assert decode_event(joined) == EventBatch(events=events)  # type: ignore[arg-type]
+    assert split_batch(joined) == [encode(e) for e in events]
+    with pytest.raises(msgspec.DecodeError):
+        split_batch(b"not json")
+
+
+def test_partition_of_is_stable_and_in_range() -> None:
+    """The partition is part of the contract between processes: it must never change for
+    a key (crc32 modulo the partition count)."""
+    assert partition_of(b"9901210010010001", 4) == 3
+    assert partition_of(b"p5c46ad76eb63e2736cc4c384ece5cf4", 4) == 0
+    counts = [0] * 6
+    for i in range(6000):
+        p = partition_of(f"99012100100{i:05d}".encode(), 6)
+        assert 0 <= p < 6
+        counts[p] += 1
+    assert min(counts) > 800  # spread evenly enough
