@@ -7,9 +7,11 @@ last, so a county can tighten a threshold without touching the rest of the provi
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, fields, replace
 from decimal import Decimal
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +72,42 @@ class Thresholds:
     job_change_days: int = 45
     # Months of income needed before a household is judged at all.
     min_history_months: int = 1
+
+    @cached_property
+    def numbers(self) -> Numbers:
+        """The thresholds the forecast uses on every evaluation, converted once per
+        Thresholds object (each region and year has its own, so overrides are respected)."""
+        return Numbers(self)
+
+
+class Numbers:
+    """Float (and whole-fen) forms of the :class:`Thresholds` the hot rules compare against.
+
+    Each value is exactly what ``float(...)`` of the Decimal gives, so using them changes no
+    result. Whole-fen limits compared with integer amounts are rounded up: for an integer x,
+    ``x >= limit`` holds exactly when ``x >= ceil(limit)``.
+    """
+
+    __slots__ = ("season", "wage_loss_ratio", "business_loss_ratio", "min_component_fen",
+                 "episode_min_fen", "episode_third_month_chance", "outpatient_prior_yuan",
+                 "inpatient_prior_yuan", "alert_margin", "season_divisor", "usual_wage_month")
+
+    def __init__(self, th: Thresholds) -> None:
+        self.season = tuple(float(x) for x in th.business_season)
+        # Business income is deseasonalised by these (a season near zero would blow it up).
+        self.season_divisor = tuple(max(s, 0.05) for s in self.season)
+        # By month index % 12: whether the month counts towards a household's usual wage
+        # level (not the Spring Festival month, not the bonus month).
+        self.usual_wage_month = tuple(cm not in (th.spring_festival_month, th.bonus_month)
+                                      for cm in range(1, 13))
+        self.wage_loss_ratio = float(th.wage_loss_ratio)
+        self.business_loss_ratio = float(th.business_loss_ratio)
+        self.min_component_fen = float(th.min_component_yuan) * 100
+        self.episode_min_fen: int = math.ceil(th.episode_min_yuan * 100)
+        self.episode_third_month_chance = float(th.episode_third_month_chance)
+        self.outpatient_prior_yuan = float(th.outpatient_oop_prior_yuan)
+        self.inpatient_prior_yuan = float(th.inpatient_oop_prior_yuan)
+        self.alert_margin = float(th.alert_margin)
 
 
 @dataclass(frozen=True)

@@ -192,18 +192,24 @@ def _shock_reasons(fc: Forecast) -> list[tuple[float, Reason]]:
 
 def evaluate(state: HouseholdState, month: int, policy: Policy) -> Alert | None:
     th = policy.config.for_(state.region_code, year_of(month))
-    if len(_window(state, month - 23, month)) < th.min_history_months:
+    last_two_years = range(month - 23, month + 1)
+    if sum(map(last_two_years.__contains__, state.income)) < th.min_history_months:
         return None
     size = state.size or len(state.members) or 1
+    lines: dict[int, int | None] = {}  # by year, for this judgement only (lines can change)
 
     def line_of(m: int) -> int | None:
-        found = policy.line_for(year_of(m))
-        return int(found[1]) if found is not None else None
+        year = year_of(m)
+        if year in lines:
+            return lines[year]
+        found = policy.line_for(year)
+        line = lines[year] = int(found[1]) if found is not None else None
+        return line
 
     fc = forecast(state, month, th, line_of, size)
     if fc is None:
         return None
-    if fc.ratio >= float(th.alert_margin):
+    if fc.ratio >= th.numbers.alert_margin:
         return None
     found = policy.line_for(year_of(fc.window_start))
     assert found is not None  # forecast() only judges windows with a line

@@ -32,16 +32,20 @@ result is rounded to fen.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
+from itertools import compress, repeat
+from operator import truediv
 
 from streams.rules.config import Thresholds
-from streams.rules.months import calendar_month, first_day
+from streams.rules.months import first_day
 from streams.rules.state import ENDED, REGISTERED, UNEMPLOYED, HouseholdState
 
 WAGES, BUSINESS, PROPERTY, TRANSFERS = 0, 1, 2, 3
 COMPONENTS = (WAGES, BUSINESS, PROPERTY, TRANSFERS)
+_EXACT = 2**50  # fen; see _Household.small_amounts
 
 
 @dataclass(frozen=True)
@@ -85,24 +89,33 @@ class Forecast:
 def oop_by_month(state: HouseholdState) -> tuple[dict[int, int], dict[int, int]]:
     """Out-of-pocket cost (fen) by settlement month, each settlement once, reversed ones
     netted out: all settlements, and outpatient ones only."""
-    reversed_ids = {s.reverses for s in state.settlements.values() if s.reverses}
+    if not state.settlements:
+        return {}, {}
+    settlements = state.settlements.items()
+    reversed_ids = {s.reverses for _, s in settlements if s.reverses}
     out: dict[int, int] = {}
     outpatient: dict[int, int] = {}
-    for sid, s in state.settlements.items():
-        if sid in reversed_ids or s.out_of_pocket <= 0:
+    for sid, s in settlements:
+        fen = s.out_of_pocket
+        if fen <= 0 or sid in reversed_ids:
             continue
-        out[s.month] = out.get(s.month, 0) + s.out_of_pocket
+        m = s.month
+        out[m] = out.get(m, 0) + fen
         if not s.inpatient:
-            outpatient[s.month] = outpatient.get(s.month, 0) + s.out_of_pocket
+            outpatient[m] = outpatient.get(m, 0) + fen
     return out, outpatient
 
 
-def _median(values: list[float]) -> float:
-    v = sorted(values)
+def _median_sorted(v: list[float]) -> float:
+    """The median of values already in ascending order."""
     n = len(v)
     if n == 0:
         return 0.0
     return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
+
+
+def _never(month: int) -> bool:
+    return False
 
 
 class _Household:
@@ -111,13 +124,56 @@ class _Household:
     def __init__(self, state: HouseholdState, t: int, th: Thresholds) -> None:
         self.t = t
         self.th = th
-        self.inc = {m: parts for m, parts in state.income.items() if t - 23 <= m <= t}
-        self.season = [float(x) for x in th.business_season]
+        self.num = th.numbers
+        first = t - 23
+        self.inc = {m: parts for m, parts in state.income.items() if first <= m <= t}
+        self.season = self.num.season
+        # Months left out of each component's level (a loss in progress), by component.
         self.excluded: dict[int, set[int]] = {c: set() for c in COMPONENTS}
         self._levels: dict[int, float] = {}
+        self._values: dict[int, tuple[list[float], list[float], list[float] | None]] = {}
+        self._columns: list[tuple[int, ...]] | None = None  # by component, in ``inc`` order
 
     def seasonal(self, c: int, m: int) -> float:
-        return self.season[calendar_month(m) - 1] if c == BUSINESS else 1.0
+        return self.season[m % 12] if c == BUSINESS else 1.0
+
+    def exclude(self, c: int, months: set[int]) -> None:
+        """Leave ``months`` out of component ``c``'s level from now on."""
+        if months != self.excluded[c]:
+            self.excluded[c] = months
+            self._levels.pop(c, None)  # a level depends on its own component's months only
+
+    def columns(self) -> list[tuple[int, ...]]:
+        """The reports' fields by component, in ``inc`` order."""
+        if self._columns is None:
+            self._columns = list(zip(*self.inc.values(), strict=False))
+        return self._columns
+
+    def small_amounts(self) -> bool:
+        """Every income amount is under 2**50 fen in size. Then adding a month's four
+        components as floats, one by one from 0, gives exactly ``float()`` of their integer
+        sum: every partial sum is an integer that a float holds exactly."""
+        parts = self.columns()[:4]
+        return -_EXACT < min(map(min, parts)) and max(map(max, parts)) < _EXACT
+
+    def _deseasonalised(self, c: int) -> tuple[list[float], list[float], list[float] | None]:
+        """Component ``c`` of the months seen, deseasonalised: by month (in ``inc`` order),
+        sorted, and for wages sorted over the usual months only (not the Spring Festival
+        or bonus month)."""
+        hit = self._values.get(c)
+        if hit is None:
+            column = self.columns()[c]
+            usual = None
+            if c == BUSINESS:
+                divisor = self.num.season_divisor
+                by_month = list(map(truediv, column, [divisor[m % 12] for m in self.inc]))
+            else:
+                by_month = list(map(float, column))  # x / max(1.0, 0.05) is float(x)
+                if c == WAGES:
+                    counts = self.num.usual_wage_month
+                    usual = sorted(compress(by_month, [counts[m % 12] for m in self.inc]))
+            hit = self._values[c] = (by_month, sorted(by_month), usual)
+        return hit
 
     def level(self, c: int) -> float:
         """A robust normal monthly level of component ``c``, deseasonalised, from the
@@ -127,20 +183,33 @@ class _Household:
         hit = self._levels.get(c)
         if hit is not None:
             return hit
-        months = [m for m in self.inc if m not in self.excluded[c]]
-        if c == WAGES:
-            odd = (self.th.spring_festival_month, self.th.bonus_month)
-            months = [m for m in months if calendar_month(m) not in odd] or months
-        values = sorted(self.inc[m][c] / max(self.seasonal(c, m), 0.05) for m in months)
+        by_month, everything, usual = self._deseasonalised(c)
+        excluded = self.excluded[c]
+        if excluded:
+            # Take the excluded months' values out of the sorted lists: a level depends on
+            # the values only, not on the months that brought them.
+            months = list(self.inc)
+            everything = everything.copy()
+            usual = usual.copy() if usual is not None else None
+            counts = self.num.usual_wage_month
+            for m in excluded:
+                if m in self.inc:
+                    v = by_month[months.index(m)]
+                    del everything[bisect_left(everything, v)]
+                    if usual is not None and counts[m % 12]:
+                        del usual[bisect_left(usual, v)]
+        values = usual or everything  # wages: all months when none is a usual one
+        n = len(values)
         level = 0.0
-        if len(values) < 4:
-            level = (_median(values) if c == WAGES else sum(values) / len(values)) if values \
-                else 0.0
+        if n < 4:
+            if n:
+                level = _median_sorted(values) if c == WAGES else sum(values) / n
         else:
-            upper = values[(3 * len(values)) // 4]
-            ratio = float(self.th.wage_loss_ratio if c == WAGES else self.th.business_loss_ratio)
-            normal = [v for v in values if v >= ratio * upper] or values
-            level = _median(normal) if c == WAGES else sum(normal) / len(normal)
+            cut = (self.num.wage_loss_ratio if c == WAGES else self.num.business_loss_ratio) \
+                * values[(3 * n) // 4]
+            # values >= cut, in order ([v for v in values if v >= cut]: they are sorted)
+            normal = values[bisect_left(values, cut):] or values
+            level = _median_sorted(normal) if c == WAGES else sum(normal) / len(normal)
         self._levels[c] = level
         return level
 
@@ -154,23 +223,27 @@ class _Household:
             return float(parts[c])
         return self.level(c) * self.seasonal(c, m)
 
-    def reset(self) -> None:
-        self._levels.clear()
-
 
 def _loss(h: _Household, c: int, ratio: float, floor: float, lasts: int,
           ambiguous: Callable[[int], bool], confirmed: Callable[[int], bool]) -> Shock | None:
-    """The run of latest months where component ``c`` sits below ``ratio`` of normal."""
+    """The run of latest months where component ``c`` sits below ``ratio`` of normal.
+
+    Month ``j`` is judged against the same month last year when it was reported, else
+    against the level of the months seen outside the run so far and ``j`` itself."""
     run: list[int] = []
     shares: list[float] = []
     t = h.t
+    inc = h.inc
     for j in range(t, t - 12, -1):
-        parts = h.inc.get(j)
+        parts = inc.get(j)
         if parts is None:
             break
-        h.excluded[c] = set(run) | {j}
-        h.reset()
-        expected = h.normal(c, j)
+        last_year = inc.get(j - 12)  # never in the run, which is j..t
+        if last_year is not None:
+            expected = float(last_year[c])
+        else:
+            h.exclude(c, {*run, j})
+            expected = h.level(c) * h.seasonal(c, j)
         if expected < floor:
             break
         share = parts[c] / expected
@@ -182,8 +255,7 @@ def _loss(h: _Household, c: int, ratio: float, floor: float, lasts: int,
         shares.append(share)
     if run and len(run) < h.th.loss_confirm_months and not confirmed(min(run)):
         run = []  # one low month alone is noise until a second one, or a record, confirms it
-    h.excluded[c] = set(run)
-    h.reset()
+    h.exclude(c, set(run))
     if not run:
         return None
     start = min(run)
@@ -219,7 +291,7 @@ def _job_change(state: HouseholdState, since: int, th: Thresholds) -> bool:
 
 
 def _episode(oop: dict[int, int], t: int, th: Thresholds) -> Episode | None:
-    big = th.episode_min_yuan * 100
+    big = th.numbers.episode_min_fen
     if oop.get(t, 0) >= big:
         end, ongoing = t, True
     elif oop.get(t - 1, 0) >= big:
@@ -234,14 +306,15 @@ def _episode(oop: dict[int, int], t: int, th: Thresholds) -> Episode | None:
     more = 0.0
     if ongoing:
         mean = spent / months
+        third = th.numbers.episode_third_month_chance
         if months == 1:
             # The bigger the first bill, the likelier it is a serious illness that needs
             # another month of treatment, rather than a one-off stay.
             p2 = _interpolate(oop.get(end, 0) / 100, th.episode_second_month_yuan,
                               th.episode_second_month_chance)
-            more = p2 * mean * (1 + float(th.episode_third_month_chance))
+            more = p2 * mean * (1 + third)
         elif months == 2:
-            more = float(th.episode_third_month_chance) * mean
+            more = third * mean
     return Episode(start, months, spent, int(more), ongoing)
 
 
@@ -263,84 +336,111 @@ def forecast(state: HouseholdState, t: int, th: Thresholds,
     """The worst open 12-month window at the end of month ``t``, or None when no line is
     known or the household has no income report."""
     h = _Household(state, t, th)
-    if t not in h.inc:
+    inc = h.inc
+    if t not in inc:
         return None
-    n = len(h.inc)
+    n = len(inc)
+    num = h.num
 
     sf = th.spring_festival_month
 
     def sf_month(j: int) -> bool:
-        return calendar_month(j) == sf and (j - 12) not in h.inc
+        return j % 12 + 1 == sf and (j - 12) not in inc
 
     shocks: list[Shock] = []
-    wage = _loss(h, WAGES, float(th.wage_loss_ratio), float(th.min_component_yuan) * 100,
+    wage = _loss(h, WAGES, num.wage_loss_ratio, num.min_component_fen,
                  th.job_loss_months, sf_month, lambda j: _separated(state, j, th))
     if wage is not None:
         start_day = first_day(wage.start) - th.job_change_days
         if t - wage.start < 2 and _job_change(state, start_day, th):
-            h.excluded[WAGES] = set()
-            h.reset()
+            h.exclude(WAGES, set())
         else:
             shocks.append(wage)
-    business = _loss(h, BUSINESS, float(th.business_loss_ratio),
-                     float(th.min_component_yuan) * 100, th.business_failure_months,
-                     lambda j: False, lambda j: False)
+    business = _loss(h, BUSINESS, num.business_loss_ratio, num.min_component_fen,
+                     th.business_failure_months, _never, _never)
     if business is not None:
         shocks.append(business)
 
+    lo = t - 11
+    past = range(lo, t + 1)  # the months of the open windows already reported or missed
     oop, outpatient = oop_by_month(state)
     episode = _episode(oop, t, th)
-    big = th.episode_min_yuan * 100
     # Ordinary rigid spending ahead: the household's own outpatient level (shrunk towards a
     # prior per head while its history is short) plus the ordinary rate of hospital stays.
-    seen = [outpatient.get(m, 0) for m in range(t - 11, t + 1)
-            if m in h.inc and oop.get(m, 0) < big]
+    big = num.episode_min_fen
+    if oop or big <= 0:
+        seen = [outpatient.get(m, 0) for m in past if m in inc and oop.get(m, 0) < big]
+        seen_fen, seen_months = sum(seen), len(seen)
+    else:  # no cost at all: every month reported counts, at 0
+        seen_fen, seen_months = 0, sum(map(inc.__contains__, past))
     k = th.chronic_prior_months
-    prior = float(th.outpatient_oop_prior_yuan) * 100 * size
-    chronic = ((sum(seen) + k * prior) / (len(seen) + k)
-               + float(th.inpatient_oop_prior_yuan) * 100 * size)
+    prior = num.outpatient_prior_yuan * 100 * size
+    chronic = ((seen_fen + k * prior) / (seen_months + k)
+               + num.inpatient_prior_yuan * 100 * size)
 
-    # Month by month: reported (t-11..t) and forecast (t+1..t+11), with and without shocks.
-    first = min(h.inc)
-    actual: dict[int, float] = {}
-    normal: dict[int, float] = {}
-    for m in range(t - 11, t + 12):
-        base = sum(h.normal(c, m) for c in COMPONENTS)
-        normal[m] = base
-        if m <= t:
-            parts = h.inc.get(m)
-            actual[m] = float(sum(parts[:4])) if parts is not None else base
-        else:
-            v = base
+    # Month by month, m = t-11 .. t+11 at index m - (t-11): reported (up to t) and forecast
+    # (after t), with and without shocks. A component's normal value is the same month last
+    # year, unless that month was not reported or is part of the component's loss: then
+    # its level (seasonal for business income). The components are added in the order of
+    # COMPONENTS, from 0, as sum() over h.normal() did, so the floats come out the same.
+    reported = list(map(inc.get, range(lo - 12, t + 1)))  # months lo-12 .. t
+    last_year = reported[:23]  # the same month last year, for m = lo .. t + 11
+    excl_wages = h.excluded[WAGES]
+    excl_business = h.excluded[BUSINESS]
+    if h.small_amounts():
+        normal = [float(parts[0] + parts[1] + parts[2] + parts[3]) if parts is not None
+                  else 0.0 for parts in last_year]
+    else:
+        normal = [0.0 + float(parts[0]) + float(parts[1]) + float(parts[2]) + float(parts[3])
+                  if parts is not None else 0.0 for parts in last_year]
+    if excl_wages or excl_business or None in last_year:
+        levels = [h.level(c) for c in COMPONENTS]
+        season = h.season
+        for i, parts in enumerate(last_year):
+            ref = lo - 12 + i  # m = ref + 12 has the same calendar month
+            if parts is None:
+                normal[i] = (0.0 + levels[WAGES] + levels[BUSINESS] * season[ref % 12]
+                             + levels[PROPERTY] + levels[TRANSFERS])
+            elif ref in excl_wages or ref in excl_business:
+                wages = levels[WAGES] if ref in excl_wages else float(parts[0])
+                farm = levels[BUSINESS] * season[ref % 12] if ref in excl_business \
+                    else float(parts[1])
+                normal[i] = 0.0 + wages + farm + float(parts[2]) + float(parts[3])
+    actual = [normal[i] if now is None else float(now[0] + now[1] + now[2] + now[3])
+              for i, now in enumerate(reported[12:])]
+    if shocks:
+        for m in range(t + 1, t + 12):
+            v = normal[m - lo]
             for s in shocks:
                 if m < s.lasts_until:
                     v -= (1.0 - s.depth) * h.normal(s.component, m)
-            actual[m] = v
-    rigid_month: dict[int, float] = {}
-    for m in range(t - 11, t + 12):
-        rigid_month[m] = float(oop.get(m, 0)) if m <= t else chronic
+            actual.append(v)
+    else:
+        actual += normal[12:]
+    rigid_month = list(map(float, map(oop.get, past, repeat(0, 12)))) if oop else [0.0] * 12
+    rigid_month += [chronic] * 11
     if episode is not None and episode.expected_more:
-        rigid_month[t + 1] += episode.expected_more
+        rigid_month[12] += episode.expected_more  # month t+1
 
-    best: tuple[float, int, float, float, float, float, float, int] | None = None
-    for start in range(max(t - 11, first), t + 1):
-        line = line_of(start)
+    # The worst window by ratio (the first of equal ones); window i starts at month lo + i.
+    best: tuple[float, int, float, float, int] | None = None
+    for i in range(max(0, min(inc) - lo), 12):
+        line = line_of(lo + i)
         if line is None:
             continue
-        window = range(start, start + 12)
-        income = sum(actual[m] for m in window)
-        rigid = sum(rigid_month[m] for m in window)
-        normal_income = sum(normal[m] for m in window)
-        normal_rigid = chronic * 12
+        income = sum(actual[i:i + 12])
+        rigid = sum(rigid_month[i:i + 12])
         ratio = (income - rigid) / 100 / size / line
-        normal_ratio = (normal_income - normal_rigid) / 100 / size / line
         if best is None or ratio < best[0]:
-            best = (ratio, start, income, rigid, normal_income, normal_rigid, normal_ratio, line)
+            best = (ratio, i, income, rigid, line)
     if best is None:
         return None
-    ratio, start, income, rigid, normal_income, normal_rigid, normal_ratio, line = best
+    ratio, i, income, rigid, line = best
+    normal_income = sum(normal[i:i + 12])
+    normal_rigid = chronic * 12
+    normal_ratio = (normal_income - normal_rigid) / 100 / size / line
     return Forecast(
-        month=t, window_start=start, income=round(income), rigid=round(rigid),
+        month=t, window_start=lo + i, income=round(income), rigid=round(rigid),
         normal_income=round(normal_income), normal_rigid=round(normal_rigid),
         months_of_history=n, shocks=tuple(shocks), episode=episode, ratio=ratio,
         normal_ratio=normal_ratio, line=line,

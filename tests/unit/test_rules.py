@@ -913,3 +913,38 @@ def test_events_are_frozen() -> None:
         income("2025-01").total = Decimal(1)  # type: ignore[misc]
     moved = msgspec.structs.replace(income("2025-01", 5), month="2025-02")
     assert moved.month == "2025-02" and moved.total == Decimal(5)
+
+
+@pytest.mark.parametrize(("region", "year", "expected"), CONFIG_CASES)
+def test_cached_numbers_follow_each_override(rules: RuleConfig, region: str, year: int,
+                                             expected: dict[str, object]) -> None:
+    """The float forms the forecast uses are cached per Thresholds object: each region and
+    year gets its own, never the default's or another override's."""
+    th = rules.for_(region, year)
+    rules.default.numbers  # noqa: B018 - computed first, must not leak into th
+    n = th.numbers
+    assert n is rules.for_(region, year).numbers
+    assert n.wage_loss_ratio == float(th.wage_loss_ratio)
+    assert n.alert_margin == float(th.alert_margin)
+    assert n.season == tuple(float(x) for x in th.business_season)
+    assert n.episode_min_fen == th.episode_min_yuan * 100
+    changed = replace(th, wage_loss_ratio=Decimal("0.3"), episode_min_yuan=Decimal("0.015"),
+                      bonus_month=1)
+    assert changed.numbers.wage_loss_ratio == 0.3 and n.wage_loss_ratio != 0.3
+    assert changed.numbers.episode_min_fen == 2  # 1.5 fen: an integer amount >= 2 reaches it
+    assert changed.numbers.usual_wage_month[0] is False and n.usual_wage_month[0] is True
+
+
+def test_a_line_published_between_judgements_is_used() -> None:
+    """Lines are looked up afresh for each judgement: the worker's reference data can add or
+    change a line at any time."""
+    pol = Policy(lines={2025: Decimal("7200")}, config=PLAIN)
+    history = flat_history("2025-01", "2025-06", 590)
+    assert _judge(history, "2025-06", pol) is not None
+    pol.lines[2025] = Decimal("5000")
+    assert _judge(history, "2025-06", pol) is None
+    pol.lines.clear()
+    assert _judge(history, "2025-06", pol) is None
+    pol.lines[2024] = Decimal("9000")
+    alert = _judge(history, "2025-06", pol)
+    assert alert is not None and alert.evidence.line_year == 2024
