@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import time
@@ -92,7 +93,11 @@ def broker_status() -> None:
 @click.option("--roster", type=click.Path(exists=True, path_type=Path),
               help="roster.csv to check household numbers against (default: the one next to"
                    " PATH's folder, if any).")
-def publish(dept: str, path: Path, rejects: Path | None, roster: Path | None) -> None:
+@click.option("--jobs", type=click.IntRange(1, 64), default=None,
+              help="Processes that parse one big file (over 1 MB) in shares; its rows still "
+                   "reach every partition in file order. Default: the number of CPU cores.")
+def publish(dept: str, path: Path, rejects: Path | None, roster: Path | None,
+            jobs: int | None) -> None:
     """Validate and publish one department's file, or every .csv in a folder.
 
     Invalid rows are left out with a reason in the reject report; the rest go through.
@@ -116,7 +121,7 @@ def publish(dept: str, path: Path, rejects: Path | None, roster: Path | None) ->
     if settings.uses_local_broker:
         local_broker_for(settings).ensure_started()
     _ensure_topics(settings)
-    publisher = Publisher(settings)
+    publisher = Publisher(settings, jobs=jobs or os.cpu_count() or 1)
     total = PublishResult()
     started = time.monotonic()
     try:
@@ -388,6 +393,7 @@ def worker(metrics_port: int | None) -> None:
     from fanpin.broker import local_broker_for
 
     settings = get_settings()
+    settings.var_dir.mkdir(parents=True, exist_ok=True)  # Faust makes only its own folder
     if settings.uses_local_broker:
         local_broker_for(settings).ensure_started()
     _ensure_topics(settings)

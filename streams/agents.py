@@ -39,6 +39,7 @@ from streams.batch import (
     HOUSEHOLD_KINDS,
     PERSON_KINDS,
     Item,
+    WriteBehind,
     detect,
     join,
     kind_counts,
@@ -133,7 +134,10 @@ async def _forget_revoked(app: Any, revoked: set[Any], **kwargs: Any) -> None:
     partitions this worker gave up, so it is read back (changed or not) if they return."""
     for store, topic in ((roster_store, person_topic), (pending_store, person_topic),
                          (household_store, household_topic)):
-        store.forget(tp.partition for tp in revoked if tp.topic == topic.get_topic_name())
+        gone = {tp.partition for tp in revoked if tp.topic == topic.get_topic_name()}
+        if store is household_store:
+            _pending.forget(gone, household_store)
+        store.forget(gone)
 
 
 def _count_in(items: list[Item], only: tuple[type, ...]) -> None:
@@ -173,33 +177,74 @@ async def roster_join(stream):  # type: ignore[no-untyped-def]
                               "roster-join")
 
 
+#: The detector writes changed households to its store at most this long after a message
+#: (or sooner, see below), and only then acknowledges the messages behind them.
+FLUSH_SECONDS = 0.5
+FLUSH_MESSAGES = 200  # ... or after this many messages
+FLUSH_HOUSEHOLDS = 50_000  # ... or when this many households wait to be written
+_pending = WriteBehind()
+_unacked: list[tuple[Any, EventT]] = []  # (stream, event) processed, not yet acknowledged
+_detector_lock = asyncio.Lock()
+_last_flush = time.monotonic()
+
+
+async def _flush_detector() -> None:
+    """Write the changed households (one changelog batch per partition), then acknowledge
+    the messages they came from: Faust commits an offset only once its message is
+    acknowledged, and flushes the producer before it commits."""
+    global _last_flush
+    _pending.write(household_store)
+    await household_store.flush()
+    acks, _unacked[:] = list(_unacked), []
+    for stream, event in acks:
+        await stream.ack(event)
+    _last_flush = time.monotonic()
+
+
+@app.timer(interval=FLUSH_SECONDS / 2)
+async def flush_detector_when_quiet() -> None:
+    if _unacked and time.monotonic() - _last_flush >= FLUSH_SECONDS:
+        async with _detector_lock:
+            await _flush_detector()
+
+
 @app.agent(household_topic, name="household-risk-detector")
 async def household_risk_detector(stream):  # type: ignore[no-untyped-def]
     """household-events -> alerts: folds each household's events into its state and judges
-    the month when its income report arrives."""
+    the month when its income report arrives. Alerts go out at once; states are written
+    behind (``_flush_detector``) and messages acknowledged after that."""
     global _last_event
     await reference_ready.wait()
-    async for event in stream.events():
+    manual = stream.noack()
+    async for event in manual.events():
         _last_event = time.monotonic()
-        try:
-            items = unpack(event.value, HOUSEHOLD_KINDS)
-            if _reader is not None and needs_line(items, policy):
-                await _reader.catch_up()
-            out = await detect(items, household_store, policy)
-            await household_store.flush()
-            if out.evaluations:
-                RULE_EVALUATION.observe(out.rule_seconds / max(len(items), 1))
-            _count_in(items, (IncomeReport,))  # the rest were counted by roster-join
-            # An alert keeps the triggering message's timestamp, so the sink can measure
-            # the lag from a department row published to its watch-list entry.
-            for alert in out.alerts:
-                await alerts_topic.send(key=alert.household_id.encode(), value=encode(alert),
-                                        timestamp=event.message.timestamp)
-                ALERTS_RAISED.labels(alert.reasons[0].rule if alert.reasons else "",
-                                     alert.risk_type).inc()
-            await _dead_letters(event, out.dead, "household-risk-detector")
-        except Exception as exc:  # noqa: BLE001 - one bad message must not stop the worker
-            log.exception("household-risk-detector failed on %s[%d]@%d", event.message.topic,
-                          event.message.partition, event.message.offset)
-            await dead_letter(event, f"detector failed: {type(exc).__name__}: {exc}",
-                              "household-risk-detector")
+        async with _detector_lock:
+            await _detect_one(event)
+            _unacked.append((manual, event))
+            if (len(_unacked) >= FLUSH_MESSAGES or len(_pending) >= FLUSH_HOUSEHOLDS
+                    or time.monotonic() - _last_flush >= FLUSH_SECONDS):
+                await _flush_detector()
+
+
+async def _detect_one(event: EventT) -> None:
+    try:
+        items = unpack(event.value, HOUSEHOLD_KINDS)
+        if _reader is not None and needs_line(items, policy):
+            await _reader.catch_up()
+        out = await detect(items, household_store, policy, cache=_pending)
+        if out.evaluations:
+            RULE_EVALUATION.observe(out.rule_seconds / max(len(items), 1))
+        _count_in(items, (IncomeReport,))  # the rest were counted by roster-join
+        # An alert keeps the triggering message's timestamp, so the sink can measure the
+        # lag from a department row published to its watch-list entry.
+        for alert in out.alerts:
+            await alerts_topic.send(key=alert.household_id.encode(), value=encode(alert),
+                                    timestamp=event.message.timestamp)
+            ALERTS_RAISED.labels(alert.reasons[0].rule if alert.reasons else "",
+                                 alert.risk_type).inc()
+        await _dead_letters(event, out.dead, "household-risk-detector")
+    except Exception as exc:  # noqa: BLE001 - one bad message must not stop the worker
+        log.exception("household-risk-detector failed on %s[%d]@%d", event.message.topic,
+                      event.message.partition, event.message.offset)
+        await dead_letter(event, f"detector failed: {type(exc).__name__}: {exc}",
+                          "household-risk-detector")

@@ -180,12 +180,49 @@ async def join(items: list[Item], roster: Store, pending: Store,
 
 # --- the detector ----------------------------------------------------------------------
 
+class WriteBehind:
+    """Decoded household states changed since the store was last written, and the events
+    applied to each since then.
+
+    The detector keeps a household here across messages and writes it to the store (and
+    its changelog) once per flush, not once per message: a household's medical,
+    employment and income events of a month usually arrive in three messages close
+    together. The input messages are acknowledged only after the flush, so Kafka commits
+    no offset whose state is not in the changelog (still at-least-once). The events are
+    kept to rebuild a state when a rule fails half way through one."""
+
+    def __init__(self) -> None:
+        self.states: dict[bytes, HouseholdState] = {}
+        self.events: dict[bytes, list[PartitionedEvent]] = {}
+
+    def __len__(self) -> int:
+        return len(self.states)
+
+    def write(self, households: Store) -> int:
+        """Put every state into the store (the caller flushes the store) and forget them."""
+        n = len(self.states)
+        for key, state in self.states.items():
+            households.put(households.partition(key), key, dump_state(state))
+        self.states.clear()
+        self.events.clear()
+        return n
+
+    def forget(self, partitions: set[int], households: Store) -> None:
+        """Drop the states of partitions this worker gave up (they were written already,
+        since Faust waits for every message to be acknowledged before it revokes)."""
+        for key in [k for k in self.states if households.partition(k) in partitions]:
+            del self.states[key]
+            del self.events[key]
+
+
 async def detect(items: list[Item], households: Store, policy: Policy,
-                 clock: Callable[[], float] = time.perf_counter) -> Outcome:
+                 clock: Callable[[], float] = time.perf_counter,
+                 cache: WriteBehind | None = None) -> Outcome:
     """household events -> alerts. Each household's state is read once per message, every
     event of that household is folded in order (an income report judges the month), and
-    the state is written back once. An event the rules cannot handle is dead-lettered and
-    the household's state is rebuilt without it, as if it had never arrived."""
+    the state is written back once (or kept in ``cache`` until its next write). An event
+    the rules cannot handle is dead-lettered and the household's state is rebuilt without
+    it, as if it had never arrived."""
     out = Outcome()
     by_household: dict[bytes, list[Item]] = {}
     for it in items:
@@ -201,32 +238,35 @@ async def detect(items: list[Item], households: Store, policy: Policy,
     for key, evs in by_household.items():
         p = households.partition(key)
         data = await households.ready(p)
-        before = data.get(key)
         hid = key.decode()
-        state = _load(before, hid)
-        skip: set[int] = set()
-        i = 0
-        while i < len(evs):
+        state = cache.states.get(key) if cache is not None else None
+        if state is None:
+            state = _load(data.get(key), hid)
+            applied: list[PartitionedEvent] = []
+        else:
+            applied = cache.events[key]  # type: ignore[union-attr]
+        for it in evs:
+            ev = it.event
             try:
-                state, alerts = step(state, evs[i].event, policy)  # type: ignore[arg-type]
+                state, alerts = step(state, ev, policy)  # type: ignore[arg-type]
             except Exception as exc:  # noqa: BLE001 - one bad event must not stop the worker
-                out.dead.append((evs[i].bytes(),
-                                 f"rule failed: {type(exc).__name__}: {exc}"[:500]))
-                skip.add(i)
+                out.dead.append((it.bytes(), f"rule failed: {type(exc).__name__}: {exc}"[:500]))
                 # The failed step may have changed the state half way: start again from
-                # the stored state with the events that went through (their alerts are
-                # already collected).
-                state = _load(before, hid)
-                for j in range(i):
-                    if j not in skip:
-                        state, _ = step(state, evs[j].event, policy)  # type: ignore[arg-type]
-                i += 1
+                # the stored state with the events that went through since (their alerts
+                # are already out).
+                state = _load(data.get(key), hid)
+                for done in applied:
+                    state, _ = step(state, done, policy)
                 continue
-            if isinstance(evs[i].event, IncomeReport):
+            applied.append(ev)  # type: ignore[arg-type]
+            if isinstance(ev, IncomeReport):
                 out.evaluations += 1
             out.alerts.extend(alerts)
-            i += 1
-        households.put(p, key, dump_state(state))
+        if cache is None:
+            households.put(p, key, dump_state(state))
+        else:
+            cache.states[key] = state
+            cache.events[key] = applied
     out.rule_seconds = clock() - started
     return out
 

@@ -182,10 +182,11 @@ def test_household_detector_agent_with_test_context(monkeypatch: pytest.MonkeyPa
     messages."""
     agents = pytest.importorskip("streams.agents")
     from streams.app import alerts_topic
-    from streams.batch import MemoryStore
+    from streams.batch import MemoryStore, WriteBehind
 
     store = MemoryStore(4)
     monkeypatch.setattr(agents, "household_store", store)
+    monkeypatch.setattr(agents, "_pending", WriteBehind())
     sent: list[tuple[object, object]] = []
 
     async def fake_send(*args: object, key: object = None, value: object = None,
@@ -206,6 +207,12 @@ def test_household_detector_agent_with_test_context(monkeypatch: pytest.MonkeyPa
                                               encode(_income("2025-01", 300))]))
                 for m in ("2025-02", "2025-03"):
                     await agent.put(encode(_income(m, 300)), key=HH.encode())
+                # The state is written behind: not in the store until the next flush,
+                # and the messages stay unacknowledged until then.
+                assert store.get(HH.encode()) is None and agents._unacked
+                async with agents._detector_lock:
+                    await agents._flush_detector()
+                assert not agents._unacked
         finally:
             alerts_topic.send = original  # type: ignore[method-assign]
             agents.reference.lines.clear()
@@ -270,17 +277,19 @@ def test_batch_join_parks_forwards_and_partitions_by_household() -> None:
     assert decode_event(value).events == forwarded  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize("write_behind", [False, True])
 def test_batch_detector_matches_the_offline_pipeline_on_the_sample(
-        sample_events: list[object]) -> None:
+        sample_events: list[object], write_behind: bool) -> None:
     """The worker's message-level path (join, then detect, batches of 500 per partition)
     raises exactly the alerts of the event-at-a-time pipeline, and one stored state per
-    household."""
+    household, also when states are written behind every few messages."""
     from schemas.events import IncomeReport as Income
     from schemas.events import MonitoringLine, encode, encode_batch
     from streams.batch import (
         HOUSEHOLD_KINDS,
         PERSON_KINDS,
         MemoryStore,
+        WriteBehind,
         detect,
         join,
         unpack,
@@ -303,11 +312,16 @@ def test_batch_detector_matches_the_offline_pipeline_on_the_sample(
             for _, value in out.batches():
                 household.append(value)
         person.clear()
-        for value in household:
-            out = await detect(unpack(value, HOUSEHOLD_KINDS), households, policy)
+        for i, value in enumerate(household):
+            out = await detect(unpack(value, HOUSEHOLD_KINDS), households, policy,
+                               cache=cache)
             assert not out.dead
             alerts.extend(out.alerts)
+            if cache is not None and i % 3 == 2:
+                cache.write(households)
         household.clear()
+
+    cache = WriteBehind() if write_behind else None
 
     async def feed() -> None:
         month = None
@@ -322,6 +336,8 @@ def test_batch_detector_matches_the_offline_pipeline_on_the_sample(
         await drain()
 
     _run(feed())
+    if cache is not None:
+        cache.write(households)
     offline = OfflinePipeline(lines=dict(lines))
     offline.feed(sample_events)
     assert sorted(a.id for a in alerts) == sorted(a.id for a in offline.alerts)
@@ -329,8 +345,11 @@ def test_batch_detector_matches_the_offline_pipeline_on_the_sample(
     assert sum(len(d) for d in households.data.values()) == len(offline.states)
 
 
-def test_a_rule_failure_dead_letters_only_that_event(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The household's state afterwards is as if the failing event never arrived."""
+@pytest.mark.parametrize("write_behind", [False, True])
+def test_a_rule_failure_dead_letters_only_that_event(monkeypatch: pytest.MonkeyPatch,
+                                                     write_behind: bool) -> None:
+    """The household's state afterwards is as if the failing event never arrived, also
+    when the events before it came in an earlier message still waiting to be written."""
     import streams.batch as batch
     from schemas.events import encode, encode_batch
     from streams.rules.config import RuleConfig
@@ -349,10 +368,19 @@ def test_a_rule_failure_dead_letters_only_that_event(monkeypatch: pytest.MonkeyP
               _stay("BAD", "p1", dt.date(2025, 1, 6), 100), _income("2025-01", 300)]
     joined = [e if isinstance(e, RosterMember | IncomeReport) else
               batch.attach(e, batch.RosterLink(HH, REGION)) for e in joined]  # type: ignore[arg-type]
-    value = encode_batch([encode(e) for e in joined])
-    out = _run(batch.detect(batch.unpack(value, batch.HOUSEHOLD_KINDS), store, policy))
+    cache = batch.WriteBehind() if write_behind else None
+    first = encode_batch([encode(e) for e in joined[:2]])
+    second = encode_batch([encode(e) for e in joined[2:]])
+    out1 = _run(batch.detect(batch.unpack(first, batch.HOUSEHOLD_KINDS), store, policy,
+                             cache=cache))
+    out = _run(batch.detect(batch.unpack(second, batch.HOUSEHOLD_KINDS), store, policy,
+                            cache=cache))
+    assert not out1.dead
     assert [reason for _, reason in out.dead] == ["rule failed: ValueError: boom"]
     assert [a.month for a in out.alerts] == ["2025-01"]
+    if cache is not None:
+        assert store.get(HH.encode()) is None  # not written yet
+        cache.write(store)
     from streams.rules.state import load_state
     state = load_state(store.get(HH.encode()))
     assert state.size == 2 and "S1" in state.settlements and "BAD" not in state.settlements
