@@ -24,6 +24,11 @@ class Pseudonymiser:
         self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in k))
         self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in k))
 
+    def __reduce__(self) -> tuple[type, tuple[bytes]]:
+        # The prepared hash states do not pickle; the key rebuilds them (for the parse
+        # processes of producers.publish).
+        return (Pseudonymiser, (self._key,))
+
     def person(self, id_number: str) -> str:
         inner = self._inner.copy()
         inner.update(id_number.strip().upper().encode())

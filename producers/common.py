@@ -110,6 +110,9 @@ class ParseContext:
     #: Validated, upper-case ID number -> pseudonym. Filled by :meth:`person` after the
     #: full check; the fast paths use a hit here as proof the ID number is valid.
     pseudonyms: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+    #: ``(k, K)``: parse only the k-th of K equal shares of each file's data lines (lines
+    #: keep their real numbers). Used to parse one file in K processes; None: all lines.
+    share: tuple[int, int] | None = None
 
     def person(self, id_number: str) -> str:
         """The pseudonym of a validated, upper-case ID number, memoised."""
@@ -638,7 +641,11 @@ def _parse_lines(
 ) -> Iterator[R | Reject]:
     # The same steps as _data_lines, in one loop: this is the hot loop of every file.
     n = len(header)
-    for idx in range(start, len(lines)):
+    first, end = start, len(lines)
+    if ctx.share is not None:
+        k, parts = ctx.share
+        first, end = share_bounds(start, end, k, parts)
+    for idx in range(first, end):
         line = lines[idx]
         if line.endswith("\r"):
             line = line[:-1]
@@ -659,6 +666,15 @@ def _parse_lines(
             yield fields
         else:
             yield parse_row(dict(zip(header, fields, strict=True)), origin, ctx)
+
+
+def share_bounds(start: int, end: int, k: int, parts: int) -> tuple[int, int]:
+    """The line indices ``[a, b)`` of the k-th of ``parts`` equal shares of ``start..end``;
+    the shares cover every line exactly once, in order."""
+    if not 0 <= k < parts:
+        raise ValueError(f"share {k} of {parts}")
+    n = end - start
+    return start + n * k // parts, start + n * (k + 1) // parts
 
 
 _E = TypeVar("_E")

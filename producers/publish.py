@@ -11,10 +11,14 @@ batches are sent before its receipt, so a receipt never precedes its rows."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import hashlib
+import importlib
 import logging
+import multiprocessing as mp
 from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -118,9 +122,12 @@ class Publisher:
         *,
         batch_events: int = BATCH_EVENTS,
         batch_bytes: int = BATCH_BYTES,
+        jobs: int = 1,
     ) -> None:
         if batch_events < 1:
             raise ValueError("batch_events must be at least 1")
+        self.jobs = max(1, jobs)
+        self._executor: ProcessPoolExecutor | None = None
         self.settings = settings
         self.producer = producer or make_producer(settings)
         self.batch_events = batch_events
@@ -128,6 +135,9 @@ class Publisher:
         self._partitions: dict[str, int] = {}
 
     def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown()
+            self._executor = None
         self.producer.flush()
         self.producer.close()
 
@@ -162,8 +172,11 @@ class Publisher:
     def publish_file(
         self, module: ModuleType, path: Path, rel: str, ctx: ParseContext, *, progress: bool = True
     ) -> PublishResult:
-        result = PublishResult()
         size = path.stat().st_size if path.exists() else 0
+        if self.jobs > 1 and self.batch_events > 1 and size >= PARALLEL_MIN_BYTES and \
+                isinstance(module, ModuleType):
+            return self._publish_parallel(module, path, rel, ctx, progress=progress)
+        result = PublishResult()
         show = progress and size >= PROGRESS_MIN_BYTES
         bar = tqdm(
             total=_count_rows(path) if show else 0,
@@ -229,6 +242,122 @@ class Publisher:
         send(topic, key=key, value=encode(receipt))
         result.receipts.append(receipt)
         return result
+
+
+    def _publish_parallel(self, module: ModuleType, path: Path, rel: str, ctx: ParseContext,
+                          *, progress: bool) -> PublishResult:
+        """One big file parsed in ``jobs`` processes, each taking an equal share of its
+        lines (``ParseContext.share``) and returning its events already encoded and
+        grouped by partition. This process sends them in file order: share 0's events of a
+        partition before share 1's, so every partition still sees the file's order."""
+        result = PublishResult()
+        topics = {name: self.settings.topic(name) for name in PARTITIONED}
+        partitions = {t: self.partitions(t) for t in topics.values()}
+        shared = dataclasses.replace(ctx, pseudonyms={}, share=None)
+        jobs = [_ShareJob(module.__name__, path, rel, shared, topics, partitions, k, self.jobs)
+                for k in range(self.jobs)]
+        bar = tqdm(total=self.jobs, unit="份", desc=rel, leave=False, disable=not progress)
+        send = self.producer.send
+        limit, limit_bytes = self.batch_events, self.batch_bytes
+        bufs: dict[tuple[str, int], list[bytes]] = {}
+        sizes: dict[tuple[str, int], int] = {}
+        try:
+            for share in self._pool().map(_parse_share, jobs):
+                if isinstance(share, FileError):
+                    raise share
+                result.rejects += share.rejects
+                result.events += share.events
+                for topic, n in share.by_topic.items():
+                    result.by_topic[topic] = result.by_topic.get(topic, 0) + n
+                for (topic, p), values in share.groups.items():
+                    buf = bufs.setdefault((topic, p), [])
+                    size = sizes.get((topic, p), 0)
+                    for value in values:
+                        buf.append(value)
+                        size += len(value)
+                        if len(buf) >= limit or size >= limit_bytes:
+                            send(topic, key=None, value=encode_batch(buf), partition=p)
+                            buf.clear()
+                            size = 0
+                    sizes[(topic, p)] = size
+                bar.update(1)
+        except FileError as exc:
+            result.file_errors.append((rel, str(exc)))
+            log.error("file rejected: %s: %s", rel, exc)
+        finally:
+            bar.close()
+        for (topic, p), buf in bufs.items():
+            if buf:
+                send(topic, key=None, value=encode_batch(buf), partition=p)
+        receipt = receipt_of(module, path, rel, result)
+        topic, key = route(self.settings, receipt)
+        send(topic, key=key, value=encode(receipt))
+        result.receipts.append(receipt)
+        return result
+
+    def _pool(self) -> ProcessPoolExecutor:
+        # forkserver: children start from a clean single-threaded process, not from this
+        # one with the Kafka producer's threads running.
+        if self._executor is None:
+            self._executor = ProcessPoolExecutor(self.jobs,
+                                                 mp_context=mp.get_context("forkserver"))
+        return self._executor
+
+
+#: Files at least this big are parsed in ``Publisher.jobs`` processes.
+PARALLEL_MIN_BYTES = 1024 * 1024
+
+
+@dataclass
+class _ShareJob:
+    module: str
+    path: Path
+    rel: str
+    ctx: ParseContext
+    topics: dict[str, str]  # topic name -> topic
+    partitions: dict[str, int]  # topic -> partition count
+    k: int
+    jobs: int
+
+
+@dataclass
+class _Share:
+    groups: dict[tuple[str, int], list[bytes]]
+    rejects: list[Reject]
+    by_topic: dict[str, int]
+    events: int
+
+
+def _parse_share(job: _ShareJob) -> _Share | FileError:
+    """In a parse process: share ``k`` of a file, its events encoded and grouped by
+    (topic, partition) in file order."""
+    module = importlib.import_module(job.module)
+    ctx = dataclasses.replace(job.ctx, share=(job.k, job.jobs))
+    out = _Share({}, [], {}, 0)
+    routes: dict[type, tuple[str, str, int]] = {}
+    try:
+        for item in module.parse_file(job.path, job.rel, ctx):
+            if isinstance(item, Reject):
+                out.rejects.append(item)
+                continue
+            r = routes.get(type(item))
+            if r is None:
+                name, attr = ROUTES[type(item)]
+                if name not in job.topics:
+                    raise TypeError(f"{type(item).__name__} cannot be published in shares")
+                topic = job.topics[name]
+                r = routes[type(item)] = (topic, attr, job.partitions[topic])
+            topic, attr, n = r
+            group = (topic, partition_of(getattr(item, attr).encode(), n))
+            values = out.groups.get(group)
+            if values is None:
+                values = out.groups[group] = []
+            values.append(encode(item))
+            out.events += 1
+            out.by_topic[topic] = out.by_topic.get(topic, 0) + 1
+    except FileError as exc:
+        return exc
+    return out
 
 
 def receipt_of(module: ModuleType, path: Path, rel: str, result: PublishResult) -> FeedFile:

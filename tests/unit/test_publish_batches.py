@@ -55,7 +55,10 @@ def publish(rel: str, **kw: Any) -> tuple[FakeProducer, Any, list[Any]]:
     producer = FakeProducer()
     publisher = Publisher(settings, producer=producer, **kw)  # type: ignore[arg-type]
     fmt = FORMATS[rel.split("/")[0].removesuffix(".csv")]
-    result = publisher.publish_file(fmt, SAMPLE / rel, rel, ParseContext(Pseudonymiser(KEY)))
+    try:
+        result = publisher.publish_file(fmt, SAMPLE / rel, rel, ParseContext(Pseudonymiser(KEY)))
+    finally:
+        publisher.close()
     parsed = list(fmt.parse_file(SAMPLE / rel, rel, ParseContext(Pseudonymiser(KEY))))
     return producer, result, parsed
 
@@ -144,3 +147,41 @@ def test_reference_events_stay_single_keyed_messages() -> None:
 def test_batch_events_must_be_positive() -> None:
     with pytest.raises(ValueError):
         Publisher(SimpleNamespace(topic=str), producer=FakeProducer(), batch_events=0)  # type: ignore[arg-type]
+
+
+def _per_partition(producer: FakeProducer) -> dict[tuple[str, int], list[bytes]]:
+    out: dict[tuple[str, int], list[bytes]] = {}
+    for m in producer.sent:
+        if m["topic"] in ("t.person-events", "t.household-events"):
+            out.setdefault((m["topic"], m["partition"]), []).extend(events_of(m))
+    return out
+
+
+@pytest.mark.parametrize("rel", ["medical/2025-08.csv", "employment/2025-08.csv",
+                                 "income/2025-08.csv", "roster.csv"])
+def test_a_file_parsed_in_shares_publishes_what_one_process_does(
+        rel: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three processes, each parsing a third of the lines: every partition receives the
+    same events in the same (file) order, and the rejects and counts are the same."""
+    import producers.publish as publish_mod
+
+    monkeypatch.setattr(publish_mod, "PARALLEL_MIN_BYTES", 0)
+    serial, r1, _ = publish(rel, batch_events=50)
+    shared, r3, _ = publish(rel, batch_events=50, jobs=3)
+    assert _per_partition(shared) == _per_partition(serial)
+    assert [(r.file, r.line, r.code, r.message) for r in r3.rejects] == \
+        [(r.file, r.line, r.code, r.message) for r in r1.rejects]
+    assert (r3.events, r3.by_topic) == (r1.events, r1.by_topic)
+    assert shared.sent[-1]["topic"] == "t.files"  # the receipt last
+    receipt = decode_event(shared.sent[-1]["value"])
+    assert isinstance(receipt, FeedFile) and receipt.rows_accepted == r1.events
+
+
+def test_share_bounds_cover_every_line_once() -> None:
+    from producers.common import share_bounds
+
+    for start, end, parts in ((1, 2, 3), (1, 100, 4), (3, 1003, 7), (1, 1, 2)):
+        covered = [i for k in range(parts) for i in range(*share_bounds(start, end, k, parts))]
+        assert covered == list(range(start, end))
+    with pytest.raises(ValueError):
+        share_bounds(1, 10, 3, 3)
