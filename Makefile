@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-unit lint bench clean
+.PHONY: help install demo test test-unit lint bench bench-check detection clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -27,8 +27,11 @@ lint: install ## ruff and mypy, as configured in pyproject.toml
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-bench: install ## Benchmarks, each against a baseline in the same run; writes docs/benchmarks.md
+bench: install ## Benchmarks against baselines run alongside (~20 min); writes docs/benchmarks.md
 	$(PY) -m fanpin.bench --out docs/benchmarks.md
+
+bench-check: install ## Fail when the detector is below 5x a plain Faust agent with a Table
+	$(PY) -m fanpin.bench --check 5
 
 detection: install ## Detection quality on 20 unseen simulated scenarios vs both anchors; writes docs/detection.md
 	$(PY) scripts/detection_report.py
