@@ -49,8 +49,8 @@ ALERTS_RAISED = Counter(
     ["rule", "risk_type"])
 RULE_EVALUATION = Histogram(
     "fanpin_rule_evaluation_seconds", "Time to fold one event into a household's state and "
-    "judge it (the pure rules and the state's decoding and encoding, without Kafka), as the "
-    "mean over the events of one message.",
+    "judge it (the pure rules and the state's decoding, without Kafka): one observation per "
+    "household-events message, the mean over its events.",
     buckets=(1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 5e-2, 0.25))
 FETCH_RESUMED = Counter(
     "fanpin_worker_fetch_resumed", "Partitions the worker found stalled (lag while idle) "

@@ -232,8 +232,8 @@ async def _detect_one(event: EventT) -> None:
         if _reader is not None and needs_line(items, policy):
             await _reader.catch_up()
         out = await detect(items, household_store, policy, cache=_pending)
-        if out.evaluations:
-            RULE_EVALUATION.observe(out.rule_seconds / max(len(items), 1))
+        if any(it.event is not None for it in items):
+            RULE_EVALUATION.observe(out.rule_seconds / len(items))
         _count_in(items, (IncomeReport,))  # the rest were counted by roster-join
         # An alert keeps the triggering message's timestamp, so the sink can measure the
         # lag from a department row published to its watch-list entry.

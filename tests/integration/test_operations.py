@@ -249,6 +249,7 @@ def test_prometheus_sees_what_the_pipeline_did(
         assert prom.value('sum(fanpin_watchlist_alerts_total{result="new"})') == len(expected)
         assert prom.value("sum(fanpin_watchlist_alerts_total)") == alerts
         assert prom.value("sum(fanpin_event_to_alert_lag_seconds_count)") == alerts
+        # one observation per household-events message (a batch: its mean per event)
         assert prom.value("sum(fanpin_rule_evaluation_seconds_count)") == household_events
         assert prom.value('fanpin_watchlist_entries{state="新预警"}') == len(expected)
         assert prom.value("fanpin_watchlist_overdue_entries") == 0
