@@ -90,7 +90,8 @@ class Numbers:
 
     __slots__ = ("season", "wage_loss_ratio", "business_loss_ratio", "min_component_fen",
                  "episode_min_fen", "episode_third_month_chance", "outpatient_prior_yuan",
-                 "inpatient_prior_yuan", "alert_margin", "season_divisor", "usual_wage_month")
+                 "inpatient_prior_yuan", "alert_margin", "season_divisor", "usual_wage_month",
+                 "season_divisor_3y", "usual_wage_month_3y")
 
     def __init__(self, th: Thresholds) -> None:
         self.season = tuple(float(x) for x in th.business_season)
@@ -100,6 +101,10 @@ class Numbers:
         # level (not the Spring Festival month, not the bonus month).
         self.usual_wage_month = tuple(cm not in (th.spring_festival_month, th.bonus_month)
                                       for cm in range(1, 13))
+        # The same, three years running: [m % 12 : m % 12 + n] covers months m .. m+n-1
+        # for any n up to 24 (the months a forecast looks back on).
+        self.season_divisor_3y = self.season_divisor * 3
+        self.usual_wage_month_3y = self.usual_wage_month * 3
         self.wage_loss_ratio = float(th.wage_loss_ratio)
         self.business_loss_ratio = float(th.business_loss_ratio)
         self.min_component_fen = float(th.min_component_yuan) * 100

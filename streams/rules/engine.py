@@ -196,17 +196,17 @@ def evaluate(state: HouseholdState, month: int, policy: Policy) -> Alert | None:
     if sum(map(last_two_years.__contains__, state.income)) < th.min_history_months:
         return None
     size = state.size or len(state.members) or 1
-    lines: dict[int, int | None] = {}  # by year, for this judgement only (lines can change)
-
-    def line_of(m: int) -> int | None:
-        year = year_of(m)
-        if year in lines:
-            return lines[year]
-        found = policy.line_for(year)
-        line = lines[year] = int(found[1]) if found is not None else None
-        return line
-
-    fc = forecast(state, month, th, line_of, size)
+    # The line of each window's first month (month-11 .. month), for this judgement only
+    # (lines can change).
+    first = month - 11
+    found = policy.line_for(year_of(month))
+    known: int | None = int(found[1]) if found is not None else None
+    lines: dict[int, int | None] = dict.fromkeys(range(first, month + 1), known)
+    if year_of(first) != year_of(month):
+        found = policy.line_for(year_of(first))
+        known = int(found[1]) if found is not None else None
+        lines.update(dict.fromkeys(range(first, year_of(month) * 12), known))
+    fc = forecast(state, month, th, lines.get, size)
     if fc is None:
         return None
     if fc.ratio >= th.numbers.alert_margin:

@@ -33,19 +33,21 @@ result is rounded to fen.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from itertools import compress, repeat
-from operator import truediv
+from itertools import chain, compress, repeat
+from operator import add, mul, sub, truediv
+from typing import cast
 
-from streams.rules.config import Thresholds
+from streams.rules.config import Numbers, Thresholds
 from streams.rules.months import first_day
 from streams.rules.state import ENDED, REGISTERED, UNEMPLOYED, HouseholdState
 
 WAGES, BUSINESS, PROPERTY, TRANSFERS = 0, 1, 2, 3
 COMPONENTS = (WAGES, BUSINESS, PROPERTY, TRANSFERS)
 _EXACT = 2**50  # fen; see _Household.small_amounts
+_WINDOWS = tuple(slice(i, i + 12) for i in range(12))  # window i: months lo+i ..
 
 
 @dataclass(frozen=True)
@@ -106,12 +108,26 @@ def oop_by_month(state: HouseholdState) -> tuple[dict[int, int], dict[int, int]]
     return out, outpatient
 
 
-def _median_sorted(v: list[float]) -> float:
+def _median_sorted(v: Sequence[float]) -> float:
     """The median of values already in ascending order."""
     n = len(v)
     if n == 0:
         return 0.0
     return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
+
+
+def _level_of(values: Sequence[float], median: bool, ratio: float) -> float:
+    """A robust level of ``values`` (ascending): their median (``median``) or mean, once
+    the values under ``ratio`` of the upper quartile are left out (an earlier loss)."""
+    n = len(values)
+    if n < 4:
+        if not n:
+            return 0.0
+        return _median_sorted(values) if median else sum(values) / n
+    cut = ratio * values[(3 * n) // 4]
+    # values >= cut, in order ([v for v in values if v >= cut]: they are sorted)
+    normal = values[bisect_left(values, cut):] or values
+    return _median_sorted(normal) if median else sum(normal) / len(normal)
 
 
 def _never(month: int) -> bool:
@@ -198,18 +214,11 @@ class _Household:
                     del everything[bisect_left(everything, v)]
                     if usual is not None and counts[m % 12]:
                         del usual[bisect_left(usual, v)]
-        values = usual or everything  # wages: all months when none is a usual one
-        n = len(values)
-        level = 0.0
-        if n < 4:
-            if n:
-                level = _median_sorted(values) if c == WAGES else sum(values) / n
+        # wages: all months when none is a usual one
+        if c == WAGES:
+            level = _level_of(usual or everything, True, self.num.wage_loss_ratio)
         else:
-            cut = (self.num.wage_loss_ratio if c == WAGES else self.num.business_loss_ratio) \
-                * values[(3 * n) // 4]
-            # values >= cut, in order ([v for v in values if v >= cut]: they are sorted)
-            normal = values[bisect_left(values, cut):] or values
-            level = _median_sorted(normal) if c == WAGES else sum(normal) / len(normal)
+            level = _level_of(everything, False, self.num.business_loss_ratio)
         self._levels[c] = level
         return level
 
@@ -335,6 +344,209 @@ def forecast(state: HouseholdState, t: int, th: Thresholds,
              line_of: Callable[[int], int | None], size: int) -> Forecast | None:
     """The worst open 12-month window at the end of month ``t``, or None when no line is
     known or the household has no income report."""
+    return _fast_forecast(state, t, th, line_of, size) or \
+        _general_forecast(state, t, th, line_of, size)
+
+
+def _fast_forecast(state: HouseholdState, t: int, th: Thresholds,
+                   line_of: Callable[[int], int | None], size: int) -> Forecast | None:
+    """:func:`_general_forecast` in the common case, or None (left to the general path).
+
+    The common case: month ``t`` is reported, the months seen (of ``t-23 .. t``) run
+    without a gap up to ``t``, every amount is under 2**50 fen in size, every window has a
+    line, and no loss is in progress: month ``t``'s wages and its business income each
+    sit at or above the loss ratio of what was expected of them (or the expectation is
+    under ``min_component_yuan``, or ``t`` is the Spring Festival month with no month a
+    year before to compare with). Then the general path's ``_loss`` stops at its first
+    month with no run, nothing is left out of any level and no shock is forecast: each
+    month ahead is the same month last year, or where that is missing the components'
+    levels (the business level times the season), and rigid spending is the reported
+    out-of-pocket cost, then the chronic estimate (plus an episode's expected cost).
+
+    Why it is exact: it is the general path's arithmetic, unfolded. Every float is made by
+    the same expression from the same operands, and every sum() runs over a list equal
+    element by element to the general path's slice, so the sums come out the same. With
+    amounts under 2**50 fen, integer sums of them are exact as floats, so integers stand
+    in for the general path's integral floats: a month's total, its components added as
+    floats (``small_amounts``), and the wage, property and transfer levels (a median,
+    or a mean as a quotient of an exact sum, of the same values either way). The worst
+    window is the first minimum of the same ratios (``min`` keeps the first, as the
+    general loop does). The shocks are none, the episode is ``_episode``'s own answer on
+    the same out-of-pocket months, so every field of the :class:`Forecast` is the same.
+    """
+    income = state.income
+    now = income.get(t)
+    if now is None:
+        return None
+    first = t - 23
+    seen = list(map(income.get, range(first, t + 1)))
+    n = 24 - seen.count(None)  # months seen in t-23 .. t
+    s = t - n + 1
+    if None in seen[24 - n:]:
+        return None  # a month missing between the first seen and t
+    rows = cast(list[list[int]], seen[24 - n:])
+    wages, business, property_, transfers = list(zip(*rows, strict=False))[:4]
+    if not sum(map(abs, chain(wages, business, property_, transfers))) < _EXACT:
+        return None
+    # Each month's total, as a float (months s .. t).
+    totals = list(map(float, map(add, map(add, map(add, wages, business), property_),
+                                 transfers)))
+    num = th.numbers
+    floor = num.min_component_fen
+    wage_ratio = num.wage_loss_ratio
+    business_ratio = num.business_loss_ratio
+    lo = t - 11
+    r = lo % 12  # = first % 12
+    # What a month would bring from the levels, by month % 12, three years running.
+    levels: list[float] | None = None
+    if n > 12:
+        # _loss's first month, against the same month last year.
+        last = rows[-13]
+        expected = float(last[WAGES])
+        if not (expected < floor or now[WAGES] / expected >= wage_ratio):
+            return None
+        expected = float(last[BUSINESS])
+        if not (expected < floor or now[BUSINESS] / expected >= business_ratio):
+            return None
+        i0 = 0  # the first window with a month seen
+        past = totals[n - 12:]
+        actual = past + past[:-1]
+        missing = 24 - n  # normal[j] for j < missing comes from the levels
+    else:
+        # _loss's first month, against the level of the months seen but t; then the levels.
+        usual_month, everything, usual, farm = _seen_values(wages, business, s, n, num)
+        w = now[WAGES]
+        values = everything.copy()
+        del values[bisect_left(values, w)]
+        if usual_month[-1]:
+            usual_t = usual.copy()
+            del usual_t[bisect_left(usual_t, w)]
+            values = usual_t or values
+        else:
+            values = usual or values
+        expected = float(_level_of(values, True, wage_ratio))
+        if not (expected < floor or w / expected >= wage_ratio
+                or t % 12 + 1 == th.spring_festival_month):
+            return None
+        farm_sorted = sorted(farm)
+        del farm_sorted[bisect_left(farm_sorted, farm[-1])]
+        expected = _level_of(farm_sorted, False, business_ratio) * num.season[t % 12]
+        if not (expected < floor or now[BUSINESS] / expected >= business_ratio):
+            return None
+        levels = _seen_levels(everything, usual, farm, property_, transfers, num)
+        i0 = 12 - n
+        missing = 12 + i0
+        before = levels[r:r + i0]  # months lo .. s-1, not seen: from the levels
+        actual = before + totals + before + totals[:-1]
+
+    # Out-of-pocket cost of months lo .. t (oop_by_month, restricted to them).
+    oop = [0] * 12
+    outpatient = [0] * 12
+    if state.settlements:
+        settlements = state.settlements
+        reversed_ids = {x.reverses for x in settlements.values() if x.reverses}
+        for sid, x in settlements.items():
+            fen = x.out_of_pocket
+            i = x.month - lo
+            if fen > 0 and 0 <= i < 12 and sid not in reversed_ids:
+                oop[i] += fen
+                if not x.inpatient:
+                    outpatient[i] += fen
+    big = num.episode_min_fen
+    episode = None
+    if oop[11] >= big or oop[10] >= big:  # else _episode finds none
+        episode = _episode(dict(zip(range(lo, t + 1), oop, strict=True)), t, th)
+    if big > 0 and max(oop[i0:]) < big:
+        seen_fen, seen_months = sum(outpatient[i0:]), 12 - i0
+    else:
+        counted = [outpatient[i] for i in range(i0, 12) if oop[i] < big]
+        seen_fen, seen_months = sum(counted), len(counted)
+    k = th.chronic_prior_months
+    prior = num.outpatient_prior_yuan * 100 * size
+    chronic = ((seen_fen + k * prior) / (seen_months + k)
+               + num.inpatient_prior_yuan * 100 * size)
+    rigid_month = list(map(float, oop))
+    rigid_month += [chronic] * 11
+    if episode is not None and episode.expected_more:
+        rigid_month[12] += episode.expected_more
+
+    # Windows i0 .. 11: the first of the lowest ratios.
+    found = list(map(line_of, range(lo + i0, t + 1)))
+    if None in found:
+        return None
+    lines = cast(list[int], found)
+    windows = _WINDOWS[i0:]
+    incomes = list(map(sum, map(actual.__getitem__, windows)))
+    rigids = list(map(sum, map(rigid_month.__getitem__, windows)))
+    ratios = list(map(truediv, map(truediv, map(truediv, map(sub, incomes, rigids),
+                                                repeat(100)), repeat(size)), lines))
+    j = min(range(len(ratios)), key=ratios.__getitem__)
+    i = i0 + j
+    line = lines[j]
+    if i >= missing:  # the window's months last year were all seen
+        normal = totals[i - missing:i - missing + 12]
+    else:
+        if levels is None:
+            _, everything, usual, farm = _seen_values(wages, business, s, n, num)
+            levels = _seen_levels(everything, usual, farm, property_, transfers, num)
+        normal = levels[r:r + missing] + totals[:-1]
+        normal = normal[i:i + 12]
+    normal_income = sum(normal)
+    normal_rigid = chronic * 12
+    normal_ratio = (normal_income - normal_rigid) / 100 / size / line
+    return Forecast(
+        month=t, window_start=lo + i, income=round(incomes[j]), rigid=round(rigids[j]),
+        normal_income=round(normal_income), normal_rigid=round(normal_rigid),
+        months_of_history=n, shocks=(), episode=episode, ratio=ratios[j],
+        normal_ratio=normal_ratio, line=line,
+    )
+
+
+def _seen_values(wages: tuple[int, ...], business: tuple[int, ...], s: int, n: int,
+                 num: Numbers) -> tuple[tuple[bool, ...], list[int], list[int], list[float]]:
+    """For the months seen, ``s .. s+n-1``: whether each is a usual wage month, the wages
+    sorted, the usual months' wages sorted, and business income deseasonalised by month
+    (as ``_Household._deseasonalised``; integers stand in for integral floats)."""
+    q = s % 12
+    usual_month = num.usual_wage_month_3y[q:q + n]
+    farm = list(map(truediv, business, num.season_divisor_3y[q:q + n]))
+    return usual_month, sorted(wages), sorted(compress(wages, usual_month)), farm
+
+
+def _seen_levels(everything: list[int], usual: list[int], farm: list[float],
+                 property_: tuple[int, ...], transfers: tuple[int, ...],
+                 num: Numbers) -> list[float]:
+    """What a month brings from the levels of the months seen (none left out), by
+    ``month % 12``, three years running."""
+    business_ratio = num.business_loss_ratio
+    return 3 * _month_levels(
+        float(_level_of(usual or everything, True, num.wage_loss_ratio)),
+        _level_of(sorted(farm), False, business_ratio),
+        _mean_level(property_, business_ratio), _mean_level(transfers, business_ratio),
+        num.season)
+
+
+def _mean_level(values: tuple[int, ...], ratio: float) -> float:
+    """``_level_of`` the values as a mean, for integers under 2**50 in size: a constant
+    column's level is its value (n equal values sum exactly to n times it)."""
+    v = values[0]
+    if values.count(v) == len(values):
+        return float(v)
+    return _level_of(sorted(values), False, ratio)
+
+
+def _month_levels(wages: float, business: float, property_: float, transfers: float,
+                  season: tuple[float, ...]) -> list[float]:
+    """A month's income from the levels, by calendar month (Jan..Dec), added up in the
+    general path's order."""
+    return list(map(add, map(add, map(add, repeat(0.0 + wages, 12),
+                                      map(mul, repeat(business, 12), season)),
+                             repeat(property_, 12)), repeat(transfers, 12)))
+
+
+def _general_forecast(state: HouseholdState, t: int, th: Thresholds,
+                      line_of: Callable[[int], int | None], size: int) -> Forecast | None:
+    """:func:`forecast`, every case."""
     h = _Household(state, t, th)
     inc = h.inc
     if t not in inc:

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 
+_MONTH_INDEX: dict[str, int] = {}  # month_index by label, for the labels seen (a few hundred)
+
 
 def month_index(yyyy_mm: str) -> int:
-    return int(yyyy_mm[:4]) * 12 + int(yyyy_mm[5:7]) - 1
+    index = _MONTH_INDEX.get(yyyy_mm)
+    if index is None:
+        index = int(yyyy_mm[:4]) * 12 + int(yyyy_mm[5:7]) - 1
+        if len(_MONTH_INDEX) < 10_000:
+            _MONTH_INDEX[yyyy_mm] = index
+    return index
 
 
 def month_of(day: dt.date) -> int:

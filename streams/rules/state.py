@@ -9,6 +9,7 @@ what makes at-least-once processing safe.
 from __future__ import annotations
 
 from decimal import Decimal
+from operator import attrgetter
 
 import msgspec
 
@@ -23,6 +24,9 @@ SETTLEMENT_MONTHS_KEPT = 14
 REGISTERED, WAGE, ENDED, UNEMPLOYED = 0, 1, 2, 3
 EMPLOYMENT_CODES = {"就业登记": REGISTERED, "工资发放": WAGE, "解除劳动合同": ENDED,
                     "失业登记": UNEMPLOYED}
+
+
+_MONTH = attrgetter("month")
 
 
 def fen(amount: Decimal) -> int:
@@ -84,12 +88,13 @@ def fold_income(state: HouseholdState, ev: IncomeReport) -> HouseholdState:
     m = month_index(ev.month)
     state.household_id = ev.household_id
     state.region_code = state.region_code or ev.region_code
-    if m >= state.latest_month():
+    latest = state.latest_month()
+    if m >= latest:
         state.size = ev.household_size
     state.income[m] = [fen(ev.wages), fen(ev.business), fen(ev.property), fen(ev.transfers),
                        ev.origin.line]
     state.income_files[m] = ev.origin.file
-    horizon = state.latest_month() - INCOME_MONTHS_KEPT
+    horizon = max(latest, m) - INCOME_MONTHS_KEPT  # the latest month now
     for old in [k for k in state.income if k <= horizon]:
         del state.income[old]
         state.income_files.pop(old, None)
@@ -106,7 +111,7 @@ def fold_medical(state: HouseholdState, ev: MedicalSettlement) -> HouseholdState
         line=ev.origin.line,
         reverses=ev.reverses if ev.reversal else None,
     )
-    newest = max(s.month for s in state.settlements.values())
+    newest = max(map(_MONTH, state.settlements.values()))
     horizon = newest - SETTLEMENT_MONTHS_KEPT
     for sid in [k for k, s in state.settlements.items() if s.month <= horizon]:
         del state.settlements[sid]

@@ -28,7 +28,14 @@ from streams.rules.engine import (
     evaluate,
     step,
 )
-from streams.rules.forecast import BUSINESS, WAGES, Forecast, forecast
+from streams.rules.forecast import (
+    BUSINESS,
+    WAGES,
+    Forecast,
+    _fast_forecast,
+    _general_forecast,
+    forecast,
+)
 from streams.rules.months import calendar_month, month_index, month_label, month_of, year_of
 from streams.rules.state import (
     HouseholdState,
@@ -948,3 +955,112 @@ def test_a_line_published_between_judgements_is_used() -> None:
     pol.lines[2024] = Decimal("9000")
     alert = _judge(history, "2025-06", pol)
     assert alert is not None and alert.evidence.line_year == 2024
+
+
+# --- the forecast's fast path -----------------------------------------------------------
+
+def _fast_and_general(events: list[object], judged: str, th: Thresholds = TH,
+                      size: int = 1) -> tuple[Forecast | None, Forecast | None]:
+    state = HouseholdState()
+    for ev in events:
+        if isinstance(ev, IncomeReport):
+            fold_income(state, ev)
+        elif isinstance(ev, MedicalSettlement):
+            fold_medical(state, ev)
+    t = M(judged)
+    return (_fast_forecast(state, t, th, _line_of, size),
+            _general_forecast(state, t, th, _line_of, size))
+
+
+def _farm_year(first: str, last: str, wages: int = 3000, scale: int = 1) -> list[IncomeReport]:
+    """Wages with a festival month, and farm income that follows the season."""
+    out = []
+    for m in months(first, last):
+        cal = calendar_month(M(m))
+        farm = Decimal(300 * scale + 7 * (M(m) % 5)) * TH.business_season[cal - 1]
+        out.append(income(m, 0 if cal == 2 else wages, str(farm), transfers=120 + cal))
+    return out
+
+
+FAST_CASES = [
+    pytest.param(_farm_year("2024-01", "2025-12"), "2025-12", True, id="full-two-years"),
+    pytest.param(_farm_year("2024-06", "2025-11"), "2025-11", True,
+                 id="months-missing-last-year"),
+    pytest.param(_farm_year("2025-03", "2025-10"), "2025-10", True, id="under-13-months"),
+    pytest.param(_farm_year("2025-10", "2025-10"), "2025-10", True, id="one-month"),
+    pytest.param(_farm_year("2025-01", "2025-02"), "2025-02", True,
+                 id="festival-month-with-no-year-before"),
+    pytest.param(_farm_year("2025-01", "2025-12"), "2025-12", True, id="exactly-12-months"),
+    pytest.param(_farm_year("2024-12", "2025-12"), "2025-12", True, id="exactly-13-months"),
+    pytest.param([income(m, 1000) for m in months("2024-01", "2024-12")]
+                 + [income(m, 750) for m in months("2025-01", "2025-03")], "2025-03", True,
+                 id="wages-exactly-at-the-loss-ratio"),
+    pytest.param([income(m, 1000) for m in months("2024-01", "2024-12")]
+                 + [income(m, "749.99") for m in months("2025-01", "2025-03")], "2025-03",
+                 False, id="wages-just-below-the-loss-ratio"),
+    pytest.param([income(m, 500, 5000) for m in months("2024-01", "2024-12")]
+                 + [income(m, 500, 2500) for m in months("2025-01", "2025-04")], "2025-04",
+                 True, id="business-exactly-at-the-loss-ratio"),
+    pytest.param([income(m, 500, 5000) for m in months("2024-01", "2024-12")]
+                 + [income(m, 500, "2499.99") for m in months("2025-01", "2025-04")],
+                 "2025-04", False, id="business-just-below-the-loss-ratio"),
+    pytest.param([income(m, 3000) for m in months("2025-01", "2025-05")]
+                 + [income("2025-06", 2250)], "2025-06", True,
+                 id="young-wages-exactly-at-the-loss-ratio-of-the-level"),
+    pytest.param([income(m, 3000, -800) for m in months("2024-09", "2025-08")]
+                 + [income("2025-09", 3000, -2000)], "2025-09", True,
+                 id="negative-business-income"),
+    pytest.param([income(m, 3000, -800 - 50 * i) for i, m in
+                  enumerate(months("2025-02", "2025-09"))], "2025-09", True,
+                 id="negative-business-income-young"),
+    pytest.param([income(m, 0, 0) for m in months("2024-05", "2025-07")], "2025-07", True,
+                 id="no-income-at-all"),
+    pytest.param([ev for ev in _farm_year("2024-01", "2025-09") if ev.month != "2024-07"],
+                 "2025-09", False, id="a-gap-last-year"),
+    pytest.param([ev for ev in _farm_year("2025-01", "2025-09") if ev.month != "2025-05"],
+                 "2025-09", False, id="a-gap-this-year"),
+    pytest.param(_farm_year("2024-01", "2025-09", scale=10**11), "2025-09", False,
+                 id="amounts-too-big-for-exact-floats"),
+    pytest.param([*_farm_year("2024-01", "2025-07"), S("A", "2025-07-10", 8000)], "2025-07",
+                 True, id="oop-exactly-at-the-episode-minimum-in-t"),
+    pytest.param([*_farm_year("2024-01", "2025-07"), S("A", "2025-06-10", 8000)], "2025-07",
+                 True, id="oop-exactly-at-the-episode-minimum-in-t-1"),
+    pytest.param([*_farm_year("2024-01", "2025-07"), S("A", "2025-07-10", "7999.99")],
+                 "2025-07", True, id="oop-just-below-the-episode-minimum"),
+    pytest.param([*_farm_year("2025-02", "2025-07"), S("A", "2025-05-10", 9000),
+                  S("B", "2025-06-10", 8000), S("C", "2025-07-10", 12000),
+                  S("D", "2025-07-11", 300, inpatient=False), S("R", "2025-07-12", 0,
+                                                                reverses="C")],
+                 "2025-07", True, id="episode-ongoing-with-a-reversal-young"),
+    pytest.param([*_farm_year("2024-03", "2025-07"), S("A", "2025-03-10", 300, inpatient=False),
+                  S("B", "2024-07-10", 9000), S("C", "2025-07-10", 20, inpatient=False)],
+                 "2025-07", True, id="outpatient-and-old-settlements"),
+]
+
+
+@pytest.mark.parametrize(("events", "judged", "applies"), FAST_CASES)
+@pytest.mark.parametrize("th", [TH, PLAIN_TH, replace(TH, episode_min_yuan=Decimal(0)),
+                                replace(TH, alert_margin=Decimal("1.5"),
+                                        chronic_prior_months=0, bonus_month=2)],
+                         ids=["default", "plain", "episode-min-0", "odd"])
+def test_the_fast_path_is_the_general_path(events: list[object], judged: str, applies: bool,
+                                           th: Thresholds) -> None:
+    """Where it applies, the fast path's forecast is the general path's, field for field
+    (floats compared exactly); elsewhere it declines and forecast() is the general path."""
+    fast, general = _fast_and_general(events, judged, th, size=3)
+    assert general is not None
+    if applies:
+        assert fast is not None
+        assert fast == general
+        assert repr(fast) == repr(general)
+    else:
+        assert fast is None
+
+
+def test_the_fast_path_declines_without_a_line() -> None:
+    state = HouseholdState()
+    for ev in _farm_year("2024-01", "2025-09"):
+        fold_income(state, ev)
+    assert _fast_forecast(state, M("2025-09"), TH, lambda m: None, 1) is None
+    assert forecast(state, M("2025-09"), TH, lambda m: None, 1) is None
+    assert _fast_forecast(state, M("2025-10"), TH, _line_of, 1) is None  # not reported
