@@ -233,10 +233,17 @@ class Publisher:
         # The rest of the file's batches, before its receipt. (After an unexpected error
         # nothing more is sent and no receipt either: the file must be published again,
         # and event ids make that idempotent.)
-        for topic, (bufs, _) in batches.items():
-            for partition, buf in enumerate(bufs):
-                if buf:
-                    send(topic, key=None, value=encode_batch(buf), partition=partition)
+        rest = {(topic, p): buf for topic, (bufs, _) in batches.items()
+                for p, buf in enumerate(bufs)}
+        return self._finish(module, path, rel, result, rest)
+
+    def _finish(self, module: ModuleType, path: Path, rel: str, result: PublishResult,
+                rest: dict[tuple[str, int], list[bytes]]) -> PublishResult:
+        """Send a file's last, partly filled batches, then its receipt."""
+        send = self.producer.send
+        for (topic, partition), buf in rest.items():
+            if buf:
+                send(topic, key=None, value=encode_batch(buf), partition=partition)
         receipt = receipt_of(module, path, rel, result)
         topic, key = route(self.settings, receipt)
         send(topic, key=key, value=encode(receipt))
@@ -286,14 +293,7 @@ class Publisher:
             log.error("file rejected: %s: %s", rel, exc)
         finally:
             bar.close()
-        for (topic, p), buf in bufs.items():
-            if buf:
-                send(topic, key=None, value=encode_batch(buf), partition=p)
-        receipt = receipt_of(module, path, rel, result)
-        topic, key = route(self.settings, receipt)
-        send(topic, key=key, value=encode(receipt))
-        result.receipts.append(receipt)
-        return result
+        return self._finish(module, path, rel, result, bufs)
 
     def _pool(self) -> ProcessPoolExecutor:
         # forkserver: children start from a clean single-threaded process, not from this
