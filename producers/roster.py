@@ -75,18 +75,8 @@ def fast_line(line: str, origin: Origin, ctx: ParseContext) -> RosterMember | No
     person = ctx.pseudonyms.get(idn) or ctx.person_if_valid(idn)
     if person is None:
         return None
-    return RosterMember(
-        id=f"roster:{household}:{member_no}",
-        origin=origin,
-        household_id=household,
-        region_code=region,
-        household_type=cast(HouseholdType, htype),
-        household_size=size,
-        member_no=member_no,
-        person=person,
-        relation=relation.strip(),
-        labour=cast(Labour, labour),
-    )
+    return _member(origin, household, region, htype, size, member_no, person, relation.strip(),
+                   labour)
 
 
 def parse_row(row: Row, origin: Origin, ctx: ParseContext) -> RosterMember | Reject:
@@ -107,6 +97,13 @@ def parse_row_checked(row: Row, origin: Origin, ctx: ParseContext) -> RosterMemb
         labour = choice(row, "劳动技能", LABOUR, "unknown_labour")
     except RowError as e:
         return make_reject(origin, e, get(row, "姓名"), get(row, "身份证号"))
+    return _member(origin, household, region, htype, size, member_no, ctx.person(idn),
+                   relation, labour)
+
+
+def _member(origin: Origin, household: str, region: str, htype: str, size: int,
+            member_no: int, person: str, relation: str, labour: str) -> RosterMember:
+    """The event of one checked roster row (both paths build it here)."""
     return RosterMember(
         id=f"roster:{household}:{member_no}",
         origin=origin,
@@ -115,7 +112,7 @@ def parse_row_checked(row: Row, origin: Origin, ctx: ParseContext) -> RosterMemb
         household_type=cast(HouseholdType, htype),
         household_size=size,
         member_no=member_no,
-        person=ctx.person(idn),
+        person=person,
         relation=relation,
         labour=cast(Labour, labour),
     )
