@@ -268,7 +268,7 @@ def _rate(series: list[tuple[float, int]], total: int) -> float:
     from fanpin.baselines.measure import steady_rate
 
     reached = series[-1][1] if series else 0
-    return steady_rate(series, min(total, reached) if reached < total else total)
+    return steady_rate(series, min(total, reached))
 
 
 # --- detector: the worker, plain Faust, raw aiokafka ---------------------------------------

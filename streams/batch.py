@@ -34,12 +34,8 @@ from schemas.events import (
     split_batch,
 )
 from streams.rules.engine import Policy, step
-from streams.rules.join import PENDING_LIMIT, RosterLink, attach
+from streams.rules.join import RosterLink, attach, link_of, park, read_link, unpark
 from streams.rules.state import HouseholdState, dump_state, load_state
-
-_LINK_ENC = msgspec.msgpack.Encoder()
-_LINK_DEC = msgspec.msgpack.Decoder(RosterLink)
-_PENDING_DEC = msgspec.msgpack.Decoder(list[bytes])
 
 
 class Store(Protocol):
@@ -150,30 +146,25 @@ async def join(items: list[Item], roster: Store, pending: Store,
         links = await roster.ready(p)
         parked_all = await pending.ready(p)
         if isinstance(ev, RosterMember):
-            roster.put(p, person, _LINK_ENC.encode(RosterLink(ev.household_id,
-                                                              ev.region_code)))
+            roster.put(p, person, link_of(ev))
             forward(ev.household_id, it.bytes())
-            parked = parked_all.get(person)
+            parked = unpark(parked_all.get(person))
             if parked:
-                link = RosterLink(ev.household_id, ev.region_code)
-                for raw in _PENDING_DEC.decode(parked):
-                    forward(link.household_id,
-                            encode(attach(decode_event(raw), link)))  # type: ignore[arg-type]
+                joined = RosterLink(ev.household_id, ev.region_code)
+                for raw in parked:
+                    forward(ev.household_id,
+                            encode(attach(decode_event(raw), joined)))  # type: ignore[arg-type]
                 pending.put(p, person, None)
             continue
-        raw_link = links.get(person)
-        if raw_link is None:
-            parked_list = _PENDING_DEC.decode(parked_all[person]) if person in parked_all \
-                else []
+        link = read_link(links.get(person))
+        if link is None:
             raw = it.bytes()
-            if raw not in parked_list:
-                parked_list.append(raw)
-            if len(parked_list) > PENDING_LIMIT:
-                out.dead.append((raw, "person is on no household roster"))
+            parked_list, ok = park(parked_all.get(person), raw)
+            if ok:
+                pending.put(p, person, parked_list)
             else:
-                pending.put(p, person, _LINK_ENC.encode(parked_list))
+                out.dead.append((raw, "person is on no household roster"))
             continue
-        link = _LINK_DEC.decode(raw_link)
         forward(link.household_id, encode(attach(ev, link)))  # type: ignore[arg-type]
     return out
 
