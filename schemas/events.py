@@ -147,6 +147,21 @@ class Reason(msgspec.Struct, frozen=True):
     detail: str
 
 
+class MonthFigures(msgspec.Struct, frozen=True, array_like=False):
+    """One month of a household's figures, for the charts on the watch list. Money in yuan.
+
+    ``out_of_pocket`` is the out-of-pocket medical cost settled that month (after all three
+    insurance layers), a reversed settlement not counted at all. ``job_losses`` counts the
+    members' separations and unemployment registrations that month, ``job_starts`` their
+    job registrations (wage payments are neither)."""
+
+    month: str  # YYYY-MM
+    income: Decimal | None  # household net income; None when not reported
+    out_of_pocket: Decimal
+    job_losses: int
+    job_starts: int
+
+
 class Evidence(msgspec.Struct, frozen=True):
     """The numbers behind an alert. All money in yuan."""
 
@@ -161,6 +176,9 @@ class Evidence(msgspec.Struct, frozen=True):
     baseline_income_12m: Decimal  # the trailing 12 months of reported income
     months_of_history: int
     sources: list[Origin] = []
+    # Up to 24 months ending at the alert's month, oldest first, from the first month with
+    # any figure. Alerts written before it existed decode with an empty list.
+    history: list[MonthFigures] = []
 
 
 class Alert(msgspec.Struct, frozen=True, tag_field="kind", tag="alert.v1"):

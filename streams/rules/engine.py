@@ -24,6 +24,7 @@ from schemas.events import (
     Evidence,
     IncomeReport,
     MedicalSettlement,
+    MonthFigures,
     Origin,
     Reason,
     RiskType,
@@ -32,11 +33,13 @@ from schemas.events import (
 )
 from streams.rules.config import RuleConfig, Thresholds
 from streams.rules.forecast import BUSINESS, WAGES, Forecast, forecast
-from streams.rules.months import first_day, month_index, month_label, year_of
+from streams.rules.months import first_day, month_index, month_label, month_of, year_of
 from streams.rules.state import (
+    EMPLOYMENT_CODES,
     ENDED,
     REGISTERED,
     UNEMPLOYED,
+    WAGE,
     HouseholdState,
     fold_employment,
     fold_income,
@@ -47,6 +50,9 @@ from streams.rules.state import (
 
 RULES_CODE_VERSION = "2"
 CENT = Decimal("0.01")
+HISTORY_MONTHS = 24  # months of figures an alert carries for the watch list's charts
+_LOSS_CODES = frozenset((ENDED, UNEMPLOYED))
+_START_CODES = frozenset(EMPLOYMENT_CODES.values()) - _LOSS_CODES - {WAGE}
 
 
 @dataclass
@@ -249,6 +255,7 @@ def evaluate(state: HouseholdState, month: int, policy: Policy) -> Alert | None:
         baseline_income_12m=_yuan(sum(_window(state, month - 11, month))),
         months_of_history=fc.months_of_history,
         sources=_sources(state, month),
+        history=_history(state, month),
     )
     version = policy.rule_version
     digest = hashlib.sha256(f"{state.household_id}|{month}|{version}".encode()).hexdigest()
@@ -275,6 +282,43 @@ def _sources(state: HouseholdState, month: int) -> list[Origin]:
                   and s.out_of_pocket > 0), key=lambda s: -s.out_of_pocket)[:5]
     out += [Origin("medical", s.file, s.line) for s in big]
     out += [Origin("employment", str(src[0]), int(src[1])) for src in state.job_sources.values()]
+    return out
+
+
+def _history(state: HouseholdState, month: int) -> list[MonthFigures]:
+    """The household's figures month by month, for the watch list's charts: the last
+    ``HISTORY_MONTHS`` months up to ``month``, from the first one with any figure.
+
+    Only what the state still holds can be shown (``streams.rules.state``): income for
+    the last ``INCOME_MONTHS_KEPT`` months, settlements for the last
+    ``SETTLEMENT_MONTHS_KEPT`` months (older months then show no out-of-pocket cost) and
+    the last six job events of each person (older ones are not counted). A reversed
+    settlement counts in no month, as in ``rigid_spending``. Built only when an alert is
+    raised, never on the per-event path."""
+    first = month - HISTORY_MONTHS + 1
+    losses: dict[int, int] = {}
+    starts: dict[int, int] = {}
+    for events in state.jobs.values():
+        for day, code in events:
+            m = month_of(dt.date.fromordinal(day))
+            if code in _LOSS_CODES:
+                losses[m] = losses.get(m, 0) + 1
+            elif code in _START_CODES:
+                starts[m] = starts.get(m, 0) + 1
+    out: list[MonthFigures] = []
+    for m in range(first, month + 1):
+        parts = state.income.get(m)
+        oop = rigid_spending(state, m, m)
+        lost, started = losses.get(m, 0), starts.get(m, 0)
+        if not out and parts is None and not oop and not lost and not started:
+            continue  # before the first month with any figure
+        out.append(MonthFigures(
+            month=month_label(m),
+            income=None if parts is None else _yuan(_total(parts)),
+            out_of_pocket=_yuan(oop),
+            job_losses=lost,
+            job_starts=started,
+        ))
     return out
 
 
