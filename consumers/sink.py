@@ -1,7 +1,8 @@
 """The alert sink: alerts topic -> watch list, at least once and idempotent.
 
 It also records the department file receipts from the files topic (``FeedFile``), just
-as idempotently, before the alerts of the same poll.
+as idempotently, before the alerts of the same poll, and the region names from the
+reference topic (``Region``), which the watch-list pages use for their region filter.
 
 Offsets are committed only after the watch-list transaction has committed, so a crash
 replays the last batch; replaying is harmless because every alert id is recorded once and
@@ -22,7 +23,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
-from consumers.watchlist.feeds import record_feed_files
+from consumers.watchlist.feeds import record_feed_files, record_regions
 from consumers.watchlist.models import create_engine_for, init_db
 from consumers.watchlist.service import record_alerts
 from fanpin.kafka_admin import sink_group
@@ -34,7 +35,15 @@ from fanpin.metrics import (
     WATCHLIST_WRITES,
 )
 from fanpin.settings import Settings
-from schemas.events import Alert, DeadLetter, FeedFile, decode_event, encode
+from schemas.events import (
+    Alert,
+    DeadLetter,
+    FeedFile,
+    MonitoringLine,
+    Region,
+    decode_event,
+    encode,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +58,7 @@ class AlertSink:
         self.consumer = KafkaConsumer(
             settings.topic("alerts"),
             settings.topic("files"),
+            settings.topic("reference"),
             bootstrap_servers=settings.bootstrap_servers,
             group_id=sink_group(settings),
             client_id="fanpin-sink",
@@ -77,6 +87,7 @@ class AlertSink:
                 continue
             alerts: list[Alert] = []
             receipts: list[FeedFile] = []
+            regions: list[Region] = []
             stamps: list[float] = []
             for records in batch.values():
                 for record in records:
@@ -86,16 +97,21 @@ class AlertSink:
                         stamps.append(record.timestamp / 1000.0)
                     elif isinstance(event, FeedFile):
                         receipts.append(event)
-            if alerts or receipts:
-                self._write_with_retry(alerts, receipts)
+                    elif isinstance(event, Region):
+                        regions.append(event)
+            if alerts or receipts or regions:
+                self._write_with_retry(alerts, receipts, regions)
                 now = time.time()
                 for stamp in stamps:
                     EVENT_TO_ALERT.observe(max(0.0, now - stamp))
             self.producer.flush()
             self.consumer.commit()
 
-    def _decode(self, record) -> Alert | FeedFile | None:  # type: ignore[no-untyped-def]
-        expected = Alert if record.topic == self.settings.topic("alerts") else FeedFile
+    def _decode(self, record):  # type: ignore[no-untyped-def]
+        expected: tuple[type, ...] = {
+            self.settings.topic("alerts"): (Alert,),
+            self.settings.topic("files"): (FeedFile,),
+        }.get(record.topic, (Region, MonitoringLine))
         try:
             event = decode_event(record.value)
             if isinstance(event, expected):
@@ -113,11 +129,15 @@ class AlertSink:
                     record.offset, reason[:200])
         return None
 
-    def _write_with_retry(self, alerts: list[Alert], receipts: list[FeedFile]) -> None:
+    def _write_with_retry(self, alerts: list[Alert], receipts: list[FeedFile],
+                          regions: list[Region] | None = None) -> None:
         delay = 0.5
         while True:
             try:
                 files = 0
+                if regions:
+                    with Session(self.engine) as session, session.begin():
+                        record_regions(session=session, regions=regions)
                 if receipts:
                     with Session(self.engine) as session, session.begin():
                         files = record_feed_files(session=session, receipts=receipts)

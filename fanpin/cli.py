@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -203,7 +204,7 @@ def _watchlist_counts(settings) -> dict[str, int]:  # type: ignore[no-untyped-de
     return counts
 
 
-def _export(settings, out: Path) -> int:  # type: ignore[no-untyped-def]
+def _export(settings, out: Path, *, public: bool = False) -> int:  # type: ignore[no-untyped-def]
     from sqlalchemy.orm import Session
 
     from consumers.watchlist.export import export_csv
@@ -213,7 +214,7 @@ def _export(settings, out: Path) -> int:  # type: ignore[no-untyped-def]
     init_db(engine)
     out.parent.mkdir(parents=True, exist_ok=True)
     with Session(engine) as session:
-        n = export_csv(session=session, out=out)
+        n = export_csv(session=session, out=out, health=not public)
     engine.dispose()
     return int(n or 0)
 
@@ -335,10 +336,180 @@ def watchlist() -> None:
 @watchlist.command("export")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("watchlist.csv"),
               show_default=True, help="CSV file to write (UTF-8 with BOM, opens in Excel).")
-def watchlist_export(out: Path) -> None:
+@click.option("--public", is_flag=True, help="The version for posting (公示): no health "
+              "details (illness or disability as risk types, medical rules).")
+def watchlist_export(out: Path, public: bool) -> None:
     """Export every entry as CSV (户编号, 行政区划代码, 风险类型, 预警月份, 状态, ...)."""
-    n = _export(get_settings(), out)
+    n = _export(get_settings(), out, public=public)
     click.echo(f"{n} entries written to {out}")
+
+
+# --- accounts -------------------------------------------------------------------------
+
+ROLE_HELP = ("village (村级干部, 12-digit village code), township (乡镇干部, 9 digits), "
+             "county_lead (县级负责人, 6 digits), publisher (部门数据发布员, no region), "
+             "admin (管理员, no region)")
+
+
+def _read_password(password_stdin: bool) -> str:
+    if password_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    return str(click.prompt("Password", hide_input=True, confirmation_prompt=True))
+
+
+@contextlib.contextmanager
+def _accounts_session():  # type: ignore[no-untyped-def]
+    from sqlalchemy.orm import Session
+
+    from consumers.watchlist.models import create_engine_for, init_db
+
+    engine = create_engine_for(get_settings().watchlist_url)
+    init_db(engine)
+    try:
+        with Session(engine) as session:
+            yield session
+    finally:
+        engine.dispose()
+
+
+def _user_or_exit(session, username: str):  # type: ignore[no-untyped-def]
+    from sqlalchemy import select
+
+    from consumers.watchlist.models import User
+
+    user = session.scalar(select(User).where(User.username == username))
+    if user is None:
+        raise click.ClickException(f"no user {username!r}")
+    return user
+
+
+@main.group()
+def users() -> None:
+    """Manage watch-list accounts: who may log in, their role and region.
+
+    \b
+    Roles: village (own village), township (own township), county_lead (own county; assigns
+    and escalates), publisher (department files only), admin (accounts; every region).
+    Passwords are read from a hidden prompt, or from stdin with --password-stdin.
+    """
+
+
+@users.command("add")
+@click.argument("username")
+@click.option("--role", required=True, type=click.Choice(
+    ["village", "township", "county_lead", "publisher", "admin"]), help=ROLE_HELP)
+@click.option("--region", default="", help="Region code: 12 digits for a village officer, "
+              "9 for a township officer, 6 for a county lead.")
+@click.option("--name", default="", help="Display name shown on the pages.")
+@click.option("--email", default=None, help="E-mail address for notifications.")
+@click.option("--channels", default="", help="Notification channels, comma-separated: "
+              "email,wecom,dingtalk.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
+def users_add(username: str, role: str, region: str, name: str, email: str | None,
+              channels: str, password_stdin: bool) -> None:
+    """Create an account."""
+    from consumers.watchlist.auth import AccountError, create_user
+
+    password = _read_password(password_stdin)
+    with _accounts_session() as session:
+        try:
+            create_user(session=session, username=username, password=password, role=role,
+                        region_code=region, display_name=name, email=email,
+                        channels=channels)
+        except AccountError as exc:
+            raise click.ClickException(str(exc)) from None
+        session.commit()
+    click.echo(f"created {role} {username}" + (f" for region {region}" if region else ""))
+
+
+@users.command("list")
+def users_list() -> None:
+    """List accounts (no passwords, no webhook secrets)."""
+    from sqlalchemy import select
+
+    from consumers.watchlist.models import User
+
+    with _accounts_session() as session:
+        rows = session.scalars(select(User).order_by(User.role, User.username)).all()
+        click.echo(f"{'username':<20} {'role':<12} {'region':<13} {'active':<7} channels")
+        for u in rows:
+            click.echo(f"{u.username:<20} {u.role:<12} {u.region_code or '-':<13} "
+                       f"{'yes' if u.active else 'no':<7} {u.channels or '-'}")
+
+
+@users.command("passwd")
+@click.argument("username")
+@click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
+def users_passwd(username: str, password_stdin: bool) -> None:
+    """Set a new password; the user's sessions end."""
+    from consumers.watchlist.auth import (
+        AccountError,
+        check_password_strength,
+        end_sessions,
+        hash_password,
+    )
+
+    password = _read_password(password_stdin)
+    with _accounts_session() as session:
+        user = _user_or_exit(session, username)
+        try:
+            check_password_strength(password)
+        except AccountError as exc:
+            raise click.ClickException(str(exc)) from None
+        user.password_hash = hash_password(password)
+        end_sessions(session=session, user=user)
+        session.commit()
+    click.echo(f"password changed for {username}; their sessions were ended")
+
+
+@users.command("set")
+@click.argument("username")
+@click.option("--role", type=click.Choice(["village", "township", "county_lead", "publisher",
+                                           "admin"]), default=None, help=ROLE_HELP)
+@click.option("--region", default=None, help="New region code (see add).")
+@click.option("--name", default=None, help="Display name.")
+@click.option("--email", default=None, help="E-mail address.")
+@click.option("--channels", default=None, help="email,wecom,dingtalk (empty for none).")
+@click.option("--wecom-webhook", default=None, help="WeCom group-robot webhook URL.")
+@click.option("--dingtalk-webhook", default=None, help="DingTalk robot webhook URL.")
+@click.option("--dingtalk-secret", default=None, help="DingTalk signing secret (SEC...).")
+@click.option("--active/--inactive", default=None, help="Allow or stop logins.")
+def users_set(username: str, role: str | None, region: str | None, name: str | None,
+              email: str | None, channels: str | None, wecom_webhook: str | None,
+              dingtalk_webhook: str | None, dingtalk_secret: str | None,
+              active: bool | None) -> None:
+    """Change an account's role, region, channels or status."""
+    from consumers.watchlist.auth import (
+        AccountError,
+        end_sessions,
+        normalise_channels,
+        validate_account,
+    )
+
+    with _accounts_session() as session:
+        user = _user_or_exit(session, username)
+        try:
+            new_role = role or user.role
+            new_region = user.region_code if region is None else region
+            validate_account(username=username, role=new_role, region_code=new_region)
+            scope_changed = (new_role, new_region) != (user.role, user.region_code)
+            user.role, user.region_code = new_role, new_region
+            if channels is not None:
+                user.channels = normalise_channels(channels)
+        except AccountError as exc:
+            raise click.ClickException(str(exc)) from None
+        for field, value in (("display_name", name), ("email", email),
+                             ("wecom_webhook", wecom_webhook),
+                             ("dingtalk_webhook", dingtalk_webhook),
+                             ("dingtalk_secret", dingtalk_secret)):
+            if value is not None:
+                setattr(user, field, value or None if field != "display_name" else value)
+        if active is not None:
+            user.active = active
+        if scope_changed or active is False:
+            end_sessions(session=session, user=user)
+        session.commit()
+    click.echo(f"updated {username}")
 
 
 @main.command()
@@ -433,10 +604,20 @@ def sink(metrics_port: int | None) -> None:
 @main.command()
 @click.option("--host", default=None, help="Default: FANPIN_WEB_HOST or 127.0.0.1.")
 @click.option("--port", default=None, type=int, help="Default: FANPIN_WEB_PORT or 18080.")
-def web(host: str | None, port: int | None) -> None:
-    """Serve the watch-list pages for duty officers."""
+@click.option("--notify/--no-notify", default=True, show_default=True,
+              help="Also run the notifier (deadline sweep and sending) in this process. "
+              "Turn it off when `fanpin notify` runs on its own.")
+def web(host: str | None, port: int | None, notify: bool) -> None:
+    """Serve the duty officers' workspace: the watch list, the workflow, the JSON API.
+
+    Log in with an account made by `fanpin users add`. Every account sees only its own
+    region. See docs/workspace.md.
+    """
+    import threading
+
     import uvicorn
 
+    from consumers.watchlist import notify as notifier
     from consumers.watchlist.models import create_engine_for, init_db
     from consumers.watchlist.views import create_app
     from fanpin import metrics
@@ -446,8 +627,80 @@ def web(host: str | None, port: int | None) -> None:
     init_db(engine)
     metrics.set_build_info("web")
     metrics.register(metrics.watchlist_collector(engine))
-    uvicorn.run(create_app(engine=engine, metrics=True), host=host or settings.web_host,
-                port=port or settings.web_port, log_level="warning")
+    stop = threading.Event()
+    loop = None
+    if notify:
+        loop = threading.Thread(target=notifier.run, name="notify", daemon=True,
+                                kwargs={"settings": settings, "once": False, "stop": stop,
+                                        "engine": engine})
+        loop.start()
+    try:
+        uvicorn.run(create_app(engine=engine, metrics=True,
+                               secure_cookies=settings.web_secure_cookies),
+                    host=host or settings.web_host, port=port or settings.web_port,
+                    log_level="warning")
+    finally:
+        stop.set()
+        if loop is not None:
+            loop.join(timeout=10)
+
+
+@main.command()
+@click.option("--once", is_flag=True, help="One sweep and one sending, then exit (for cron).")
+def notify(once: bool) -> None:
+    """Tell officers rather than have them look: new high-severity entries, reminders for
+    entries nobody took within 2 days, overdue entries (15 days after the first lead) and
+    their escalation to the county lead.
+
+    Each person gets one grouped message per channel (WeCom or DingTalk group robot,
+    e-mail over SMTP), at most every FANPIN_NOTIFY_MIN_INTERVAL_SECONDS. `fanpin web` runs
+    this loop itself unless started with --no-notify.
+    """
+    from consumers.watchlist import notify as notifier
+
+    notifier.run(get_settings(), once=once)
+
+
+# Accounts the demo creates on its first run (the sample's city 9901 has counties 990121-3).
+DEMO_ACCOUNTS = (
+    ("admin", "admin", "", "管理员"),
+    ("county", "county_lead", "990122", "县级负责人（演示）"),
+    ("village", "village", "990122004004", "村级干部（演示）"),
+    ("publisher", "publisher", "", "部门数据发布员（演示）"),
+)
+
+
+def _demo_accounts(settings) -> list[tuple[str, str, str]]:  # type: ignore[no-untyped-def]
+    """Create the demo accounts once, with random passwords kept (mode 600) in
+    var/demo-accounts.txt; return (username, role, password) for printing."""
+    import secrets
+
+    from sqlalchemy import select
+
+    from consumers.watchlist.auth import create_user
+    from consumers.watchlist.models import User
+
+    path = settings.var_dir / "demo-accounts.txt"
+    known: dict[str, str] = {}
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            name, _, password = line.partition(" ")
+            known[name] = password
+    out = []
+    with _accounts_session() as session:
+        for username, role, region, display in DEMO_ACCOUNTS:
+            exists = session.scalar(select(User.id).where(User.username == username))
+            if exists is None:
+                known[username] = secrets.token_urlsafe(9)
+                create_user(session=session, username=username, password=known[username],
+                            role=role, region_code=region, display_name=display)
+            if username in known:
+                out.append((username, role, known[username]))
+        session.commit()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text("".join(f"{u} {p}\n" for u, p in known.items()), encoding="utf-8")
+    return out
 
 
 @main.command()
@@ -478,6 +731,8 @@ def demo(directory: Path | None) -> None:
         click.echo(f"  Replayed {directory}: {summary.published.events} events, "
                    f"{len(summary.published.rejects)} rows rejected, {n} watch-list entries.")
         click.echo(f"  Watch list (预警名单):  {url}")
+        for username, role, password in _demo_accounts(settings):
+            click.echo(f"    log in as {username:<10} password {password:<14} ({role})")
         click.echo(f"  Export:                {export}")
         click.echo(f"  Reject report:         {rejects}")
         click.echo(f"  Logs:                  {services.log_dir}")

@@ -49,7 +49,25 @@ class Settings(BaseSettings):
     # Processes.
     web_host: str = "127.0.0.1"
     web_port: int = 18080
+    # Mark the session cookies HTTPS-only: set it when the pages are served behind TLS.
+    web_secure_cookies: bool = False
     log_level: str = "INFO"
+
+    # Notifications (consumers/watchlist/notify.py). Links in messages point at
+    # web_base_url; empty means http://{web_host}:{web_port}. Set it to the address officers
+    # actually reach (e.g. https://fanpin.example.gov.cn) when web sits behind a proxy.
+    web_base_url: str = ""
+    # E-mail goes out through this SMTP relay; STARTTLS and login are optional.
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 25
+    smtp_starttls: bool = False
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_from: str = "fanpin@localhost"
+    # The notifier checks deadlines and sends every this many seconds, and sends one
+    # person at most one message per channel per notify_min_interval_seconds.
+    notify_interval_seconds: float = 60
+    notify_min_interval_seconds: float = 300
 
     # Metrics. The worker and the sink serve /metrics on these ports (0 turns it off); web
     # serves it on its own port. Batch commands write <dir>/fanpin_<command>.prom for a

@@ -1,4 +1,4 @@
-"""CSV export of the watch list, for officers who work in a spreadsheet.
+"""CSV and Excel exports of the watch list, for officers who work in a spreadsheet.
 
 The file is UTF-8 with a byte-order mark, so Excel on a Chinese Windows opens it without
 garbling. It carries no ID numbers and no health details (no diagnoses, hospitals or
@@ -19,12 +19,12 @@ import csv
 import datetime as dt
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Final, TextIO
+from typing import BinaryIO, Final, TextIO
 
 from sqlalchemy.orm import Session
 
 from consumers.watchlist.models import Entry
-from consumers.watchlist.service import evidence_of, filtered_entries
+from consumers.watchlist.service import EntryFilter, evidence_of, filtered_entries
 
 COLUMNS: Final[tuple[str, ...]] = (
     "户编号",
@@ -62,19 +62,36 @@ def _number(value: object) -> str:
     return f"{number:f}"
 
 
-def _risk_types_main_first(entry: Entry) -> str:
+# Health details: illness and disability as risk types, and the rules that read medical
+# settlements. Left out of every export unless the caller's role needs them and the sheet
+# is not meant for posting (``health=True``).
+HEALTH_RISK_TYPES: Final = frozenset({"因病", "因残"})
+HEALTH_RULES: Final = frozenset({"medical-spike", "illness"})
+
+
+def _risk_types_main_first(entry: Entry, health: bool) -> str:
     """The main risk type first (what the officer reads first), then the others seen."""
     others = [t for t in (entry.risk_types or "").split("、") if t and t != entry.risk_type]
-    return "、".join([entry.risk_type, *others])
+    kinds = [entry.risk_type, *others]
+    if not health:
+        kinds = [k for k in kinds if k not in HEALTH_RISK_TYPES]
+    return "、".join(kinds)
 
 
-def _row(entry: Entry) -> list[str]:
+def _rules(entry: Entry, health: bool) -> str:
+    rules = entry.rule_list()
+    if not health:
+        rules = [r for r in rules if r not in HEALTH_RULES]
+    return ";".join(rules)
+
+
+def _row(entry: Entry, health: bool = False) -> list[str]:
     evidence = evidence_of(entry).evidence
     text_cells = [
         entry.household_id,
         entry.region_code,
-        _risk_types_main_first(entry),
-        entry.rules,
+        _risk_types_main_first(entry, health),
+        _rules(entry, health),
         entry.first_month,
         entry.severity,
         entry.state,
@@ -92,43 +109,60 @@ def export_csv(
     *,
     session: Session,
     out: TextIO | Path,
-    region_prefix: str | None = None,
-    risk_type: str | None = None,
-    severity: str | None = None,
-    state: str | None = None,
-    overdue: bool | None = None,
+    filters: EntryFilter = EntryFilter(),
     now: dt.datetime | None = None,
+    health: bool = False,
 ) -> int:
-    """Write one row per entry (optionally filtered as in ``list_entries``) and return the
+    """Write one row per entry matching ``filters`` (as in ``list_entries``) and return the
     number of rows. A ``Path`` is written whole; a text stream gets the BOM and rows
-    appended (open it with ``newline=""``)."""
+    appended (open it with ``newline=""``). ``health`` keeps the health-related risk types
+    and rules (never for a sheet meant for posting)."""
     if isinstance(out, Path):
         out.parent.mkdir(parents=True, exist_ok=True)
         with out.open("w", encoding="utf-8", newline="") as fh:
-            return export_csv(
-                session=session,
-                out=fh,
-                region_prefix=region_prefix,
-                risk_type=risk_type,
-                severity=severity,
-                state=state,
-                overdue=overdue,
-                now=now,
-            )
-    stmt = filtered_entries(
-        region_prefix=region_prefix,
-        risk_type=risk_type,
-        severity=severity,
-        state=state,
-        overdue=overdue,
-        sort="region",
-        now=now,
-    )
+            return export_csv(session=session, out=fh, filters=filters, now=now,
+                              health=health)
+    stmt = filtered_entries(filters, sort="region", now=now)
     out.write("\ufeff")
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(COLUMNS)
     n = 0
     for entry in session.scalars(stmt.execution_options(yield_per=500)):
-        writer.writerow(_row(entry))
+        writer.writerow(_row(entry, health))
         n += 1
+    return n
+
+
+def export_xlsx(
+    *,
+    session: Session,
+    out: BinaryIO,
+    filters: EntryFilter = EntryFilter(),
+    now: dt.datetime | None = None,
+    health: bool = False,
+) -> int:
+    """The same rows as ``export_csv`` as an Excel workbook (one sheet, 监测预警清单).
+    Text cells are neutralised as in the CSV and stored as strings; the numeric columns
+    are real numbers. Returns the number of rows."""
+    from openpyxl import Workbook
+
+    numeric = {COLUMNS.index(c) for c in ("预警次数", "预计人均纯收入", "监测线")}
+    book = Workbook(write_only=True)
+    sheet = book.create_sheet("监测预警清单")
+    sheet.append(list(COLUMNS))
+    n = 0
+    stmt = filtered_entries(filters, sort="region", now=now)
+    for entry in session.scalars(stmt.execution_options(yield_per=500)):
+        row: list[object] = []
+        for i, cell in enumerate(_row(entry, health)):
+            if i in numeric:
+                try:
+                    row.append(Decimal(cell) if "." in cell else int(cell))
+                    continue
+                except (InvalidOperation, ValueError):
+                    pass
+            row.append(cell)
+        sheet.append(row)
+        n += 1
+    book.save(out)
     return n

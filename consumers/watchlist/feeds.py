@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from consumers.watchlist.models import FeedFileRecord
-from schemas.events import FeedFile
+from consumers.watchlist.models import FeedFileRecord, RegionName
+from schemas.events import FeedFile, Region
 
 
 def record_feed_files(*, session: Session, receipts: Iterable[FeedFile]) -> int:
@@ -71,3 +71,16 @@ def feed_summary(*, session: Session) -> list[FeedSummary]:
         for code, n in json.loads(rec.rejects_json).items():
             s.rejects_by_code[code] = s.rejects_by_code.get(code, 0) + int(n)
     return [out[k] for k in sorted(out)]
+
+
+def record_regions(*, session: Session, regions: Iterable[Region]) -> int:
+    """Store or update region names (the latest publication wins); returns how many."""
+    n = 0
+    for r in {r.code: r for r in regions}.values():
+        row = session.get(RegionName, r.code)
+        if row is None:
+            session.add(RegionName(code=r.code, name=r.name, level=r.level))
+        else:
+            row.name, row.level = r.name, r.level
+        n += 1
+    return n

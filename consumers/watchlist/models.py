@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from sqlalchemy import (
+    Boolean,
     DateTime,
     Dialect,
     Engine,
@@ -26,9 +27,10 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    inspect,
     text,
 )
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
@@ -51,6 +53,18 @@ OPEN_STATES: Final[tuple[str, ...]] = tuple(s for s in STATES if s not in CLOSED
 # of the first lead, so entries left in these states longer are overdue.
 PENDING_STATES: Final[tuple[str, ...]] = ("新预警", "已接收", "核实中")
 IDENTIFICATION_DAYS: Final = 15
+# An identified household with no assistance measure after this long is flagged.
+MEASURE_DUE_DAYS: Final = 30
+
+# Accounts' roles, and how many digits of the 12-digit village code each is bound to.
+ROLE_VILLAGE: Final = "village"  # 村级干部: own village
+ROLE_TOWNSHIP: Final = "township"  # 乡镇干部: own township
+ROLE_COUNTY: Final = "county_lead"  # 县级负责人: own county; reassigns and escalates
+ROLE_PUBLISHER: Final = "publisher"  # 部门数据发布员: no watch-list access
+ROLE_ADMIN: Final = "admin"  # 管理员: accounts; sees every region
+ROLES: Final[tuple[str, ...]] = (ROLE_VILLAGE, ROLE_TOWNSHIP, ROLE_COUNTY, ROLE_PUBLISHER,
+                                 ROLE_ADMIN)
+REGION_DIGITS: Final[dict[str, int]] = {ROLE_VILLAGE: 12, ROLE_TOWNSHIP: 9, ROLE_COUNTY: 6}
 
 SEVERITIES: Final[tuple[str, ...]] = ("高", "中", "低")
 SEVERITY_RANK: Final[dict[str, int]] = {"低": 1, "中": 2, "高": 3}
@@ -136,6 +150,26 @@ class Entry(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
+    # The workflow (see consumers/watchlist/workflow.py). Usernames, not foreign keys: an
+    # account can be deactivated without rewriting the record it left behind.
+    assignee: Mapped[str | None] = mapped_column(String(64), default=None, index=True)
+    acknowledged_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
+    identified_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
+    monitored_type: Mapped[str | None] = mapped_column(String(16), default=None)
+    dismiss_reason: Mapped[str | None] = mapped_column(String(32), default=None)
+    elimination_kind: Mapped[str | None] = mapped_column(String(16), default=None)
+    closed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
+    measure_count: Mapped[int] = mapped_column(Integer, default=0)
+    snoozed_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
+    snooze_reason: Mapped[str | None] = mapped_column(Text, default=None)
+    # When the system told people: each is set once, which makes the notifications
+    # idempotent however often the deadline sweep runs.
+    escalated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
+    # A county lead's own escalation (督办), separate from the deadline's automatic one.
+    supervised_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
+    reminded_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
+    high_notified_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
+
     alerts: Mapped[list[AlertRecord]] = relationship(
         back_populates="entry", order_by="(AlertRecord.month, AlertRecord.id)"
     )
@@ -159,6 +193,24 @@ class Entry(Base):
         return self.state in PENDING_STATES and self.created_at < now - dt.timedelta(
             days=IDENTIFICATION_DAYS
         )
+
+    def due_at(self) -> dt.datetime:
+        """When identification is due: 15 days after the first lead reached the list."""
+        return self.created_at + dt.timedelta(days=IDENTIFICATION_DAYS)
+
+    def needs_measure(self, now: dt.datetime | None = None) -> bool:
+        """Identified more than a month ago and still no assistance measure recorded."""
+        now = now or utcnow()
+        return (
+            self.state == "已纳入监测"
+            and self.measure_count == 0
+            and self.identified_at is not None
+            and self.identified_at < now - dt.timedelta(days=MEASURE_DUE_DAYS)
+        )
+
+    def is_snoozed(self, now: dt.datetime | None = None) -> bool:
+        now = now or utcnow()
+        return self.snoozed_until is not None and self.snoozed_until > now
 
     def days_open(self, now: dt.datetime | None = None) -> int:
         now = now or utcnow()
@@ -199,6 +251,111 @@ class History(Base):
     new_value: Mapped[str | None] = mapped_column(Text, default=None)
 
     entry: Mapped[Entry] = relationship(back_populates="history")
+
+
+class RegionName(Base):
+    """The statistics bureau's names of provinces, counties, townships and villages."""
+
+    __tablename__ = "regions"
+
+    code: Mapped[str] = mapped_column(String(12), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    level: Mapped[str] = mapped_column(String(8))  # 省 市 县 乡镇 村
+
+
+class Note(Base):
+    """A note on an entry: a home-visit record, or anything an officer wants kept."""
+
+    __tablename__ = "watchlist_notes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    entry_id: Mapped[int] = mapped_column(ForeignKey("watchlist_entries.id"), index=True)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    author: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))  # "visit" or "note"
+    text: Mapped[str] = mapped_column(Text)
+
+
+class Measure(Base):
+    """An assistance measure (帮扶措施) for an identified household."""
+
+    __tablename__ = "watchlist_measures"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    entry_id: Mapped[int] = mapped_column(ForeignKey("watchlist_entries.id"), index=True)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    author: Mapped[str] = mapped_column(String(64))
+    category: Mapped[str] = mapped_column(String(16))
+    text: Mapped[str] = mapped_column(Text)
+
+
+class User(Base):
+    """An account. ``region_code`` is the code prefix the account may see: a village
+    officer's 12 digits, a township's 9, a county's 6; empty for administrators and
+    publishers (publishers see no watch-list entries at all)."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    display_name: Mapped[str] = mapped_column(String(64), default="")
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16))
+    region_code: Mapped[str] = mapped_column(String(12), default="")
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Notification channels, each optional: "email", "wecom", "dingtalk" in ``channels``.
+    channels: Mapped[str] = mapped_column(String(64), default="")
+    email: Mapped[str | None] = mapped_column(String(255), default=None)
+    wecom_webhook: Mapped[str | None] = mapped_column(Text, default=None)
+    dingtalk_webhook: Mapped[str | None] = mapped_column(Text, default=None)
+    dingtalk_secret: Mapped[str | None] = mapped_column(String(128), default=None)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    def channel_list(self) -> list[str]:
+        return [c for c in self.channels.split(",") if c]
+
+
+class WebSession(Base):
+    """A logged-in browser. Only the SHA-256 of the cookie value is stored."""
+
+    __tablename__ = "web_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class LoginAttempt(Base):
+    """Failed logins, for rate limiting across processes."""
+
+    __tablename__ = "login_failures"
+    __table_args__ = (Index("ix_login_failures_key_at", "key", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(128))  # "user:<name>" or "ip:<address>"
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Notification(Base):
+    """The notification outbox: one row per (recipient, channel, reason, entry), queued in
+    the transaction that decided it and sent (grouped per recipient) by the dispatcher."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (Index("ix_notifications_pending", "sent_at", "recipient"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dedupe_key: Mapped[str] = mapped_column(String(255), unique=True)
+    recipient: Mapped[str] = mapped_column(String(64))  # username
+    channel: Mapped[str] = mapped_column(String(16))  # email | wecom | dingtalk
+    kind: Mapped[str] = mapped_column(String(16))  # high | overdue | escalation | reminder
+    entry_id: Mapped[int] = mapped_column(ForeignKey("watchlist_entries.id"), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_attempt_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
 
 
 class FeedFileRecord(Base):
@@ -276,6 +433,52 @@ def create_engine_for(url: str) -> Engine:
     raise ValueError(f"unsupported watch-list database URL scheme {parsed.drivername!r}")
 
 
+# The audit trail is append-only in the database itself, not just by convention: an
+# UPDATE or DELETE of a history row fails whoever sends it.
+_APPEND_ONLY_SQLITE: Final = (
+    "CREATE TRIGGER IF NOT EXISTS watchlist_history_no_update BEFORE UPDATE ON "
+    "watchlist_history BEGIN SELECT RAISE(ABORT, 'watchlist_history is append-only'); END",
+    "CREATE TRIGGER IF NOT EXISTS watchlist_history_no_delete BEFORE DELETE ON "
+    "watchlist_history BEGIN SELECT RAISE(ABORT, 'watchlist_history is append-only'); END",
+)
+_APPEND_ONLY_POSTGRES: Final = (
+    "CREATE OR REPLACE FUNCTION watchlist_history_append_only() RETURNS trigger "
+    "LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'watchlist_history is append-only'; END $$",
+    "DROP TRIGGER IF EXISTS watchlist_history_append_only ON watchlist_history",
+    "CREATE TRIGGER watchlist_history_append_only BEFORE UPDATE OR DELETE OR TRUNCATE "
+    "ON watchlist_history FOR EACH STATEMENT EXECUTE FUNCTION watchlist_history_append_only()",
+)
+
+
+def _add_missing_columns(conn: Connection) -> None:
+    """Add the columns a newer Fanpin defines to tables an older one created. New columns
+    are all nullable or defaulted, so ``ALTER TABLE ... ADD COLUMN`` is enough."""
+    inspector = inspect(conn)
+    for table in Base.metadata.sorted_tables:
+        if not inspector.has_table(table.name):
+            continue
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            ddl = column.type.compile(dialect=conn.dialect)
+            default = getattr(column.default, "arg", None)
+            if isinstance(default, bool):
+                ddl += " DEFAULT " + ("TRUE" if default else "FALSE")
+            elif isinstance(default, int | str) and not callable(default):
+                ddl += " DEFAULT " + (str(default) if isinstance(default, int) else "''")
+            conn.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {ddl}')
+
+
 def init_db(engine: Engine) -> None:
-    """Create the watch-list tables that do not exist yet. Existing data is kept."""
-    Base.metadata.create_all(engine)
+    """Create the watch-list tables and columns that do not exist yet, and the triggers
+    that keep the audit trail append-only. Existing data is kept. Several processes may
+    run this at once (web and sink both do): on PostgreSQL they take turns."""
+    postgres = engine.dialect.name == "postgresql"
+    with engine.begin() as conn:
+        if postgres:
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(727274)")  # "fanpin" init
+        Base.metadata.create_all(conn)
+        _add_missing_columns(conn)
+        for sql in _APPEND_ONLY_POSTGRES if postgres else _APPEND_ONLY_SQLITE:
+            conn.exec_driver_sql(sql)

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from consumers.watchlist.models import (
     IDENTIFICATION_DAYS,
+    MEASURE_DUE_DAYS,
     OPEN_STATES,
     PENDING_STATES,
     RISK_TYPE_SEP,
@@ -338,91 +339,91 @@ SORTS: Final[dict[str, tuple[ColumnElement[Any], ...]]] = {
 DEFAULT_SORT: Final = "first_month"
 
 
-def _filters(
-    *,
-    region_prefix: str | None,
-    risk_type: str | None,
-    severity: str | None,
-    state: str | None,
-    overdue: bool | None,
-    now: dt.datetime | None,
-) -> list[ColumnElement[bool]]:
+# Flags a list can be narrowed to, besides the columns.
+FLAGS: Final[tuple[str, ...]] = ("needs_measure", "snoozed", "escalated", "unassigned")
+
+
+@dataclass(frozen=True)
+class EntryFilter:
+    """What a list, an export or an API query asks for. ``region_prefix`` is the start of
+    the 12-digit village code (a county is its first 6 digits); the web layer narrows it to
+    the user's own region before it gets here. ``risk_type`` matches any risk type the
+    entry has seen. ``overdue`` selects entries still awaiting identification more than 15
+    days after they arrived (``True``) or the rest (``False``). ``nothing`` matches no row
+    (a region outside the user's scope)."""
+
+    region_prefix: str | None = None
+    risk_type: str | None = None
+    severity: str | None = None
+    state: str | None = None
+    overdue: bool | None = None
+    assignee: str | None = None
+    flag: str | None = None
+    nothing: bool = False
+
+
+def _filters(f: EntryFilter, now: dt.datetime | None) -> list[ColumnElement[bool]]:
     # Every value goes in as a bound parameter; LIKE wildcards in the prefix are escaped.
     where: list[ColumnElement[bool]] = []
-    texts = (region_prefix, risk_type, severity, state)
-    if any(v and "\x00" in v for v in texts):
+    texts = (f.region_prefix, f.risk_type, f.severity, f.state, f.assignee, f.flag)
+    if f.nothing or any(v and "\x00" in v for v in texts):
         # No stored value holds a NUL, and PostgreSQL refuses one in a parameter.
         return [false()]
-    if region_prefix:
-        where.append(Entry.region_code.startswith(region_prefix, autoescape=True))
-    if risk_type:
+    now = now or utcnow()
+    if f.region_prefix:
+        where.append(Entry.region_code.startswith(f.region_prefix, autoescape=True))
+    if f.risk_type:
         # Match a whole item of the "、"-joined list, not a substring of one.
         padded = literal(RISK_TYPE_SEP) + Entry.risk_types + literal(RISK_TYPE_SEP)
-        where.append(padded.contains(f"{RISK_TYPE_SEP}{risk_type}{RISK_TYPE_SEP}", autoescape=True))
-    if severity:
-        where.append(Entry.severity == severity)
-    if state:
-        where.append(Entry.state == state)
-    if overdue is not None:
-        cutoff = (now or utcnow()) - dt.timedelta(days=IDENTIFICATION_DAYS)
+        where.append(padded.contains(f"{RISK_TYPE_SEP}{f.risk_type}{RISK_TYPE_SEP}",
+                                     autoescape=True))
+    if f.severity:
+        where.append(Entry.severity == f.severity)
+    if f.state:
+        where.append(Entry.state == f.state)
+    if f.assignee:
+        where.append(Entry.assignee == f.assignee)
+    if f.overdue is not None:
+        cutoff = now - dt.timedelta(days=IDENTIFICATION_DAYS)
         is_overdue = Entry.state.in_(PENDING_STATES) & (Entry.created_at < cutoff)
-        where.append(is_overdue if overdue else ~is_overdue)
+        where.append(is_overdue if f.overdue else ~is_overdue)
+    if f.flag == "needs_measure":
+        where.append((Entry.state == "已纳入监测") & (Entry.measure_count == 0)
+                     & (Entry.identified_at < now - dt.timedelta(days=MEASURE_DUE_DAYS)))
+    elif f.flag == "snoozed":
+        where.append(Entry.snoozed_until > now)
+    elif f.flag == "escalated":
+        where.append((Entry.escalated_at.is_not(None) | Entry.supervised_at.is_not(None))
+                     & Entry.state.in_(OPEN_STATES))
+    elif f.flag == "unassigned":
+        where.append(Entry.assignee.is_(None) & Entry.state.in_(OPEN_STATES))
+    elif f.flag:
+        where.append(false())
     return where
 
 
 def filtered_entries(
-    *,
-    region_prefix: str | None = None,
-    risk_type: str | None = None,
-    severity: str | None = None,
-    state: str | None = None,
-    overdue: bool | None = None,
-    sort: str = DEFAULT_SORT,
+    filters: EntryFilter = EntryFilter(), *, sort: str = DEFAULT_SORT,
     now: dt.datetime | None = None,
 ) -> Select[Entry]:
-    """The SELECT behind ``list_entries`` and the CSV export, without paging."""
+    """The SELECT behind ``list_entries`` and the exports, without paging."""
     if sort not in SORTS:
         raise ValueError(f"unknown sort {sort!r}; known: {', '.join(SORTS)}")
-    where = _filters(
-        region_prefix=region_prefix,
-        risk_type=risk_type,
-        severity=severity,
-        state=state,
-        overdue=overdue,
-        now=now,
-    )
-    return select(Entry).where(*where).order_by(*SORTS[sort])
+    return select(Entry).where(*_filters(filters, now)).order_by(*SORTS[sort])
 
 
 def list_entries(
     *,
     session: Session,
-    region_prefix: str | None = None,
-    risk_type: str | None = None,
-    severity: str | None = None,
-    state: str | None = None,
-    overdue: bool | None = None,
+    filters: EntryFilter = EntryFilter(),
     sort: str = DEFAULT_SORT,
     page: int = 1,
     page_size: int = 50,
     now: dt.datetime | None = None,
 ) -> tuple[list[Entry], int]:
-    """One page of entries matching every given filter, and the number matching in all.
-
-    ``region_prefix`` matches the start of the 12-digit village code (a county is its first
-    6 digits). ``risk_type`` matches any risk type the entry has seen. ``overdue`` selects
-    entries still awaiting identification more than 15 days after they arrived (``True``)
-    or the rest (``False``). ``page`` starts at 1; ``page_size`` is capped at 500.
-    """
-    stmt = filtered_entries(
-        region_prefix=region_prefix,
-        risk_type=risk_type,
-        severity=severity,
-        state=state,
-        overdue=overdue,
-        sort=sort,
-        now=now,
-    )
+    """One page of entries matching ``filters``, and the number matching in all.
+    ``page`` starts at 1; ``page_size`` is capped at 500."""
+    stmt = filtered_entries(filters, sort=sort, now=now)
     page = max(1, page)
     page_size = min(max(1, page_size), MAX_PAGE_SIZE)
     total = session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0
@@ -439,16 +440,20 @@ def get_entry(*, session: Session, entry_id: int) -> Entry | None:
     ).first()
 
 
-def counts_by_state(*, session: Session) -> dict[str, int]:
-    """The number of entries in each state, every state listed (in workflow order)."""
+def counts_by_state(*, session: Session, filters: EntryFilter | None = None,
+                    now: dt.datetime | None = None) -> dict[str, int]:
+    """The number of entries in each state (every state listed, in workflow order),
+    optionally among those matching ``filters``."""
     counts = dict.fromkeys(STATES, 0)
-    for state, n in session.execute(select(Entry.state, func.count()).group_by(Entry.state)):
+    stmt = select(Entry.state, func.count()).group_by(Entry.state)
+    if filters is not None:
+        stmt = stmt.where(*_filters(filters, now))
+    for state, n in session.execute(stmt):
         counts[state] = n
     return counts
 
 
 def overdue_count(*, session: Session, now: dt.datetime | None = None) -> int:
     """Entries still awaiting identification more than 15 days after the first lead."""
-    where = _filters(region_prefix=None, risk_type=None, severity=None, state=None,
-                     overdue=True, now=now)
+    where = _filters(EntryFilter(overdue=True), now)
     return session.scalar(select(func.count()).select_from(Entry).where(*where)) or 0
