@@ -25,10 +25,10 @@ from consumers.watchlist.labels import Lang
 from fanpin.svgplot import FONT, attr, fmt, nice_ticks, text, text_width
 from schemas.events import Alert, MonthFigures
 
-WIDTH = 480  # viewBox units; the picture is scaled to the width of its container
-HEIGHT = 250
-FONT_SIZE = 12
-TICK_SIZE = 11
+WIDTH = 400  # viewBox units; the picture is scaled to the width of its container
+HEIGHT = 240
+FONT_SIZE = 15
+TICK_SIZE = 13
 INCOME_COLOR = "#4e79a7"
 BELOW_COLOR = "#d62728"
 LINE_COLOR = "#555555"

@@ -37,6 +37,7 @@ from consumers.watchlist.export import export_csv, export_xlsx
 from consumers.watchlist.feeds import feed_summary
 from consumers.watchlist.models import (
     CLOSED_STATES,
+    PENDING_STATES,
     ROLE_COUNTY,
     ROLE_PUBLISHER,
     ROLE_TOWNSHIP,
@@ -411,6 +412,30 @@ def _region_options(session: Session, user: User) -> list[RegionName]:
     return list(session.scalars(stmt))
 
 
+def _display_names(session: Session, usernames: set[str | None]) -> dict[str, str]:
+    wanted = {u for u in usernames if u}
+    if not wanted:
+        return {}
+    rows = session.execute(select(User.username, User.display_name)
+                           .where(User.username.in_(wanted)))
+    return {u: d or u for u, d in rows}
+
+
+def _region_names(session: Session, codes: set[str]) -> dict[str, str]:
+    if not codes:
+        return {}
+    rows = session.execute(select(RegionName.code, RegionName.name)
+                           .where(RegionName.code.in_(codes)))
+    return {code: name for code, name in rows}
+
+
+def _region_path(session: Session, code: str) -> str:
+    """"云溪县 城关镇 东山村" for a village code, from the regions table ("" if unknown)."""
+    wanted = [code[:6] + "0" * 6, code[:9] + "000", code]
+    names = _region_names(session, set(wanted))
+    return " ".join(names[c] for c in dict.fromkeys(wanted) if c in names)
+
+
 def _region_prefix_of(region: RegionName) -> str:
     digits = {"省": 2, "市": 4, "县": 6, "乡镇": 9, "村": 12}.get(region.level, 12)
     return region.code[:digits]
@@ -657,7 +682,10 @@ def _pages(templates: Jinja2Templates, secure: bool) -> APIRouter:
             entry_href=lambda e: _href(f"/entries/{e.id}", {}, lang),
             now=now, states=STATES, severities=SEVERITIES, risk_types=RISK_TYPES,
             sorts=list(SORTS), flags=FLAGS, regions=regions, region_prefix=_region_prefix_of,
-            scope=access.scope_prefix(a.user),
+            scope=access.scope_prefix(a.user), pending_states=PENDING_STATES,
+            names=_display_names(session, {e.assignee for e in entries}),
+            region_names=_region_names(session, {e.region_code for e in entries}),
+            filters_active=len(filter_params),
         )
         return render(request, "list.html", context)
 
@@ -680,6 +708,9 @@ def _pages(templates: Jinja2Templates, secure: bool) -> APIRouter:
             officers=_officers_for(session, entry) if access.can_assign(a.user) else [],
             can_assign=access.can_assign(a.user),
             earliest_elimination=workflow.earliest_elimination(entry),
+            can_eliminate=workflow.can_eliminate(entry, now),
+            names=_display_names(session, {entry.assignee}),
+            region_path=_region_path(session, entry.region_code),
             monitored_types=workflow.MONITORED_TYPES,
             dismiss_reasons=workflow.DISMISS_REASONS,
             measure_categories=workflow.MEASURE_CATEGORIES,

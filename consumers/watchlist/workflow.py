@@ -113,6 +113,12 @@ def earliest_elimination(entry: Entry) -> dt.datetime | None:
     return add_months(entry.identified_at, ELIMINATION_MIN_MONTHS)
 
 
+def can_eliminate(entry: Entry, now: dt.datetime) -> bool:
+    """Whether the policy's 6 months since identification have passed."""
+    earliest = earliest_elimination(entry)
+    return earliest is not None and now >= earliest
+
+
 def _audit(session: Session, entry: Entry, user: User | str, action: str,
            old: str | None, new: str | None, now: dt.datetime) -> None:
     actor = user if isinstance(user, str) else user.username
@@ -303,7 +309,7 @@ def eliminate(*, session: Session, user: User, entry_id: int, kind: str,
                             "Unknown elimination kind.", status=422)
     _require_state(entry, (IDENTIFIED, ASSISTING), "标注风险消除", "eliminating the risk")
     earliest = earliest_elimination(entry)
-    if earliest is None or now < earliest:
+    if earliest is None or not can_eliminate(entry, now):
         day = earliest.astimezone(access.BEIJING).date().isoformat() if earliest else "—"
         raise WorkflowError(
             f"纳入监测未满 {ELIMINATION_MIN_MONTHS} 个月，{day} 之前不能标注风险消除。",
