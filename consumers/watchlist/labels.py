@@ -100,6 +100,7 @@ LABELS: Final[dict[Lang, dict[str, str]]] = {
         "login_expired": "登录页面已过期，请重新输入。",
         "csrf_failed": "表单已过期或来源不明（CSRF 校验失败），请返回页面重新提交。",
         "publisher_refused": "部门数据发布员账号无权查看监测清单。",
+        "files_refused": "部门数据文件页仅供数据发布员、县级负责人和管理员查看。",
         "region": "地区",
         "my_region": "本辖区全部",
         "assignee": "责任人",
@@ -285,6 +286,7 @@ LABELS: Final[dict[Lang, dict[str, str]]] = {
             " failed); go back and submit again."
         ),
         "publisher_refused": "Department publisher accounts have no access to the watch list.",
+        "files_refused": "The department files page is for publishers, county leads and admins.",
         "region": "Region",
         "my_region": "All of my region",
         "assignee": "Assignee",

@@ -33,11 +33,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from consumers.watchlist import access, auth, labels, workflow
+from consumers.watchlist.export import HEALTH_RULES as HEALTH_RULE_NAMES
 from consumers.watchlist.export import export_csv, export_xlsx
 from consumers.watchlist.feeds import feed_summary
 from consumers.watchlist.models import (
     CLOSED_STATES,
     PENDING_STATES,
+    ROLE_ADMIN,
     ROLE_COUNTY,
     ROLE_PUBLISHER,
     ROLE_TOWNSHIP,
@@ -71,7 +73,10 @@ LOGIN_COOKIE: Final = "fanpin_login"  # double-submit token for the login form
 # Reasons whose details are health information (only health roles see them).
 HEALTH_RISKS: Final = frozenset({"因病", "因残"})
 HEALTH_DEPTS: Final = frozenset({"medical"})
+HEALTH_RULES: Final = HEALTH_RULE_NAMES
 REGION_OPTIONS_MAX: Final = 3000
+# Who sees the department-file receipts: the publishers, and those who run the county.
+FILES_ROLES: Final = (ROLE_PUBLISHER, ROLE_ADMIN, ROLE_COUNTY)
 
 _SECURITY_HEADERS: Final[list[tuple[bytes, bytes]]] = [
     (b"x-content-type-options", b"nosniff"),
@@ -133,10 +138,12 @@ class ListQuery:
         """The service filter, narrowed to what ``user`` may see."""
         region = access.narrow(user, self.region)
         assignee = user.username if self.assignee == "me" else self.assignee
+        # Filtering by illness would tell a role that may not see health details who is ill.
+        hidden = self.risk_type in HEALTH_RISKS and not access.sees_health(user)
         return EntryFilter(
             region_prefix=region, risk_type=self.risk_type, severity=self.severity,
             state=self.state, overdue=self.overdue, assignee=assignee, flag=self.flag,
-            nothing=region is None,
+            nothing=region is None or hidden,
         )
 
     def params(self) -> dict[str, str]:
@@ -354,7 +361,27 @@ def _context(request: Request, lang: labels.Lang, a: Auth | None = None,
     }
 
 
-def _entry_json(entry: Entry, now: dt.datetime) -> dict[str, Any]:
+def mask_health(text_: str | None) -> str | None:
+    """Health details out of a free-text value (an audit row) for roles that do not see
+    them: illness and disability as risk types, and the medical rules' names."""
+    if not text_:
+        return text_
+    for word in (*sorted(HEALTH_RISKS), *sorted(HEALTH_RULES)):
+        text_ = text_.replace(word, "＊")
+    return text_
+
+
+def _entry_json(entry: Entry, now: dt.datetime, health: bool = True) -> dict[str, Any]:
+    out = _entry_fields(entry, now)
+    if not health:
+        kinds = [r for r in out["risk_types"] if r not in HEALTH_RISKS]
+        out["risk_types"] = kinds
+        out["risk_type"] = entry.risk_type if entry.risk_type not in HEALTH_RISKS else None
+        out["rules"] = [r for r in out["rules"] if r not in HEALTH_RULES]
+    return out
+
+
+def _entry_fields(entry: Entry, now: dt.datetime) -> dict[str, Any]:
     return {
         "id": entry.id,
         "entry_key": entry.entry_key,
@@ -394,6 +421,8 @@ def _redact_health(entry_view: dict[str, Any]) -> dict[str, Any]:
     ev = dict(entry_view["evidence"])
     ev["rigid_spending_12m"] = None
     ev["sources"] = [s for s in ev.get("sources", []) if s["dept"] not in HEALTH_DEPTS]
+    entry_view["history"] = [{**h, "old": mask_health(h["old"]), "new": mask_health(h["new"])}
+                             for h in entry_view.get("history", [])]
     ev["history"] = [{**m, "out_of_pocket": None} for m in ev.get("history", [])]
     entry_view = {**entry_view, "evidence": ev}
     entry_view["reasons"] = [
@@ -575,7 +604,8 @@ def _safe_next(value: str | None) -> str:
     if not value:
         return "/"
     parts = urlsplit(value)
-    if parts.scheme or parts.netloc or not value.startswith("/") or value.startswith("//"):
+    if (parts.scheme or parts.netloc or not value.startswith("/") or value.startswith("//")
+            or "\\" in value or any(ord(c) < 32 for c in value)):
         return "/"
     return value
 
@@ -644,8 +674,11 @@ def _pages(templates: Jinja2Templates, secure: bool) -> APIRouter:
     @router.post("/logout")
     async def logout(request: Request, session: SessionDep, a: AnyPageAuth) -> Response:
         form = await request.form()
-        if auth.csrf_ok(a.web, str(form.get("csrf_token") or "")):
-            auth.logout(session=session, token=request.cookies.get(SESSION_COOKIE))
+        if not auth.csrf_ok(a.web, str(form.get("csrf_token") or "")):
+            lang = labels.parse_lang(request.query_params.get("lang"))
+            return render(request, "error.html", _context(
+                request, lang, a, message=labels.label(lang, "csrf_failed")), 403)
+        auth.logout(session=session, token=request.cookies.get(SESSION_COOKIE))
         response = RedirectResponse("/login", 303)
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response
@@ -686,6 +719,7 @@ def _pages(templates: Jinja2Templates, secure: bool) -> APIRouter:
             names=_display_names(session, {e.assignee for e in entries}),
             region_names=_region_names(session, {e.region_code for e in entries}),
             filters_active=len(filter_params),
+            health=access.sees_health(a.user), health_risks=HEALTH_RISKS,
         )
         return render(request, "list.html", context)
 
@@ -702,6 +736,7 @@ def _pages(templates: Jinja2Templates, secure: bool) -> APIRouter:
             evidence_alert_id=view.alert_id,
             below_line=view.evidence.projected_per_capita < view.evidence.monitoring_line,
             health=health, health_risks=HEALTH_RISKS, health_depts=HEALTH_DEPTS,
+            audit_value=(lambda x: x) if health else mask_health,
             charts=_charts(entry, lang, health),
             notes=workflow.notes_of(session=session, entry_id=entry.id),
             measures=workflow.measures_of(session=session, entry_id=entry.id),
@@ -793,6 +828,9 @@ def _pages(templates: Jinja2Templates, secure: bool) -> APIRouter:
     @router.get("/files", response_class=HTMLResponse)
     def files_page(request: Request, session: SessionDep, lang: LangDep,
                    a: AnyPageAuth) -> Response:
+        if a.user.role not in FILES_ROLES:
+            return render(request, "error.html", _context(
+                request, lang, a, message=labels.label(lang, "files_refused")), 403)
         return render(request, "files.html", _context(
             request, lang, a, feeds=feed_summary(session=session)))
 
@@ -901,7 +939,7 @@ def _api(clock: Callable[[], dt.datetime], secure: bool) -> APIRouter:
         entries, total = list_entries(session=session, filters=q.filters(a.user), sort=q.sort,
                                       page=q.page, page_size=q.page_size, now=now)
         return {"total": total, "page": q.page, "page_size": q.page_size,
-                "items": [_entry_json(e, now) for e in entries]}
+                "items": [_entry_json(e, now, access.sees_health(a.user)) for e in entries]}
 
     @router.get("/entries/{entry_id}")
     def api_entry(entry_id: int, session: SessionDep, a: ApiAuth) -> dict[str, Any]:
@@ -910,10 +948,12 @@ def _api(clock: Callable[[], dt.datetime], secure: bool) -> APIRouter:
         now = clock()
         entry = entry_or_404(session, a.user, entry_id)
         view = evidence_of(entry)
-        out = _entry_json(entry, now)
+        out = _entry_json(entry, now, access.sees_health(a.user))
         out["reasons"] = [{"rule": r.rule, "risk_type": r.risk_type, "detail": r.detail}
                           for r in view.reasons]
         out["evidence"] = msgspec_to_builtins(view.evidence)
+        out["evidence"]["sources"] = [{"dept": o.dept, "file": o.file, "line": o.line}
+                                      for o in view.evidence.sources]
         out["evidence_month"] = view.month
         out["alerts"] = [{"alert_id": r.alert_id, "month": r.month,
                           "received_at": r.received_at.isoformat()} for r in entry.alerts]
@@ -945,7 +985,8 @@ def _api(clock: Callable[[], dt.datetime], secure: bool) -> APIRouter:
             raise ApiError(404, "未找到该预警。", "No such entry.") from None
         except workflow.WorkflowError as exc:
             raise ApiError(exc.status, exc.zh, exc.en) from None
-        return {"changed": outcome.changed, "entry": _entry_json(outcome.entry, clock())}
+        return {"changed": outcome.changed,
+                "entry": _entry_json(outcome.entry, clock(), access.sees_health(a.user))}
 
     @router.get("/regions")
     def api_regions(session: SessionDep, a: ApiAuth) -> list[dict[str, str]]:

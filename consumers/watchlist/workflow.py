@@ -110,7 +110,9 @@ def earliest_elimination(entry: Entry) -> dt.datetime | None:
     """The first moment the policy lets this entry's risk be eliminated."""
     if entry.identified_at is None:
         return None
-    return add_months(entry.identified_at, ELIMINATION_MIN_MONTHS)
+    # Calendar months as officers count them: in Beijing time, not UTC.
+    local = entry.identified_at.astimezone(access.BEIJING)
+    return add_months(local, ELIMINATION_MIN_MONTHS).astimezone(dt.UTC)
 
 
 def can_eliminate(entry: Entry, now: dt.datetime) -> bool:
@@ -207,7 +209,7 @@ def assign(*, session: Session, user: User, entry_id: int, assignee: str,
     if entry.state in CLOSED_STATES:
         raise WorkflowError("已关闭的预警不能再分配。", "A closed entry cannot be assigned.")
     target = session.scalar(select(User).where(User.username == assignee, User.active))
-    if target is None or not access.can_act(target) or not access.can_see(
+    if target is None or target.role not in access.OFFICER_ROLES or not access.can_see(
             target, entry.region_code):
         raise WorkflowError("该账号不存在、已停用，或不负责该户所在地区。",
                             "No active officer with that name covers this household's region.",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from consumers.watchlist.models import (
     init_db,
 )
 from consumers.watchlist.service import (
+    EntryFilter,
     RecordStats,
     counts_by_state,
     evidence_of,
@@ -46,14 +48,14 @@ H3 = household(VILLAGE_B, 3)
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Engine:
+def engine(tmp_path: Path) -> Iterator[Engine]:
     engine = sqlite_engine(tmp_path)
     yield engine
     engine.dispose()
 
 
 @pytest.fixture
-def session(engine: Engine) -> Session:
+def session(engine: Engine) -> Iterator[Session]:
     with Session(engine) as s:
         yield s
 
@@ -361,6 +363,14 @@ def seeded(session: Session) -> Session:
     set_state(session=session, entry_id=e5.id, state="核实中", actor="o")
     e4 = the_entry(session, household(VILLAGE_B, 4))
     set_state(session=session, entry_id=e4.id, state="已纳入监测", actor="o")
+    # The workflow's columns, for the assignee and flag filters.
+    e1, e2, _, e4, e5 = (the_entry(session, household(v, n))
+                         for v, n in ((VILLAGE_A, 1), (VILLAGE_A, 2), (VILLAGE_A, 3),
+                                      (VILLAGE_B, 4), (VILLAGE_B, 5)))
+    e1.assignee, e2.assignee, e5.assignee = "zhang", "li", "zhang"
+    e1.escalated_at = NOW
+    e2.snoozed_until, e2.snooze_reason = NOW + dt.timedelta(days=5), "外出务工，月底返乡"
+    e4.identified_at = NOW - dt.timedelta(days=40)  # and no measure: needs one
     session.commit()
     return session
 
@@ -369,30 +379,59 @@ def hids(entries: list[Entry]) -> list[str]:
     return [e.household_id[-1] for e in entries]
 
 
+def listed(session: Session, now: dt.datetime | None = None, **filters: object) -> list[str]:
+    return hids(list_entries(session=session, filters=EntryFilter(**filters),  # type: ignore[arg-type]
+                             now=now)[0])
+
+
 def test_list_entries_filters(seeded: Session) -> None:
     s = seeded
     entries, total = list_entries(session=s)
     assert (hids(entries), total) == (["1", "2", "3", "4", "5"], 5)
-    assert hids(list_entries(session=s, region_prefix=VILLAGE_B)[0]) == ["4", "5"]
-    assert hids(list_entries(session=s, region_prefix="990122")[0]) == ["1", "2", "3"]
-    assert hids(list_entries(session=s, region_prefix="99")[0]) == ["1", "2", "3", "4", "5"]
+    assert listed(s, region_prefix=VILLAGE_B) == ["4", "5"]
+    assert listed(s, region_prefix="990122") == ["1", "2", "3"]
+    assert listed(s, region_prefix="99") == ["1", "2", "3", "4", "5"]
     # any risk type seen, including a secondary reason's
-    assert hids(list_entries(session=s, risk_type="因病")[0]) == ["1", "3", "4"]
-    assert hids(list_entries(session=s, risk_type="因务工就业不稳")[0]) == ["2"]
-    assert hids(list_entries(session=s, severity="高")[0]) == ["1", "5"]
-    assert hids(list_entries(session=s, state="核实中")[0]) == ["5"]
-    assert hids(list_entries(session=s, state="新预警", severity="中")[0]) == ["2"]
-    assert list_entries(session=s, risk_type="因")[1] == 0  # whole items only
+    assert listed(s, risk_type="因病") == ["1", "3", "4"]
+    assert listed(s, risk_type="因务工就业不稳") == ["2"]
+    assert listed(s, severity="高") == ["1", "5"]
+    assert listed(s, state="核实中") == ["5"]
+    assert listed(s, state="新预警", severity="中") == ["2"]
+    assert listed(s, risk_type="因") == []  # whole items only
+    assert listed(s, nothing=True) == []  # a region outside the user's scope
+    assert listed(s, nothing=True, region_prefix="99") == []
+
+
+def test_list_entries_assignee_and_flags(seeded: Session) -> None:
+    s = seeded
+    assert listed(s, assignee="zhang") == ["1", "5"]
+    assert listed(s, assignee="zhang", region_prefix=VILLAGE_A) == ["1"]
+    assert listed(s, assignee="nobody") == []
+    assert listed(s, now=NOW, flag="needs_measure") == ["4"]
+    # identified 25 days before "now": not yet due a measure
+    assert listed(s, now=NOW - dt.timedelta(days=15), flag="needs_measure") == []
+    assert listed(s, now=NOW, flag="snoozed") == ["2"]
+    assert listed(s, now=NOW + dt.timedelta(days=6), flag="snoozed") == []  # expired
+    assert listed(s, now=NOW, flag="escalated") == ["1"]
+    assert listed(s, now=NOW, flag="unassigned") == ["3", "4"]
+    assert listed(s, now=NOW, flag="unassigned", region_prefix=VILLAGE_A) == ["3"]
+    assert listed(s, flag="no-such-flag") == []
+    assert set(service.FLAGS) == {"needs_measure", "snoozed", "escalated", "unassigned"}
+    # a closed entry is neither escalated nor unassigned any more
+    e1 = the_entry(s, household(VILLAGE_A, 1))
+    set_state(session=s, entry_id=e1.id, state="核实排除", actor="o")
+    s.commit()
+    assert listed(s, now=NOW, flag="escalated") == []
 
 
 def test_list_entries_overdue(seeded: Session) -> None:
     s = seeded
     soon = NOW + dt.timedelta(days=10)
     late = NOW + dt.timedelta(days=16)
-    assert list_entries(session=s, overdue=True, now=soon)[1] == 0
+    assert listed(s, now=soon, overdue=True) == []
     # 已纳入监测 (household 4) is identified, so never overdue
-    assert hids(list_entries(session=s, overdue=True, now=late)[0]) == ["1", "2", "3", "5"]
-    assert hids(list_entries(session=s, overdue=False, now=late)[0]) == ["4"]
+    assert listed(s, now=late, overdue=True) == ["1", "2", "3", "5"]
+    assert listed(s, now=late, overdue=False) == ["4"]
     e1 = the_entry(s, household(VILLAGE_A, 1))
     assert e1.is_overdue(late) and not e1.is_overdue(soon)
     assert e1.days_open(late) == 16
@@ -424,16 +463,23 @@ INJECTIONS = [
     "高' OR '1'='1",
     "新预警' OR state <> '",
     "因病、",
+    "zhang' OR assignee IS NULL OR '1'='1",
+    "needs_measure' OR 1=1 --",
     "\x00",
 ]
+FILTER_FIELDS = ["region_prefix", "risk_type", "severity", "state", "assignee", "flag"]
 
 
 @pytest.mark.parametrize("value", INJECTIONS)
-@pytest.mark.parametrize("field", ["region_prefix", "risk_type", "severity", "state"])
+@pytest.mark.parametrize("field", FILTER_FIELDS)
 def test_filters_bind_hostile_values(seeded: Session, field: str, value: str) -> None:
-    entries, total = list_entries(session=seeded, **{field: value})
+    hostile = EntryFilter(**{field: value})  # type: ignore[arg-type]
+    entries, total = list_entries(session=seeded, filters=hostile)
     assert (entries, total) == ([], 0)
+    assert sum(counts_by_state(session=seeded, filters=hostile).values()) == 0
+    assert seeded.scalars(service.filtered_entries(hostile)).all() == []
     assert list_entries(session=seeded)[1] == 5  # the table is still there
+    assert inspect(seeded.get_bind()).has_table("watchlist_entries")
 
 
 def test_get_entry_and_counts(seeded: Session) -> None:
@@ -446,3 +492,16 @@ def test_get_entry_and_counts(seeded: Session) -> None:
     assert list(counts) == list(STATES)
     assert counts == {"新预警": 3, "已接收": 0, "核实中": 1, "已纳入监测": 1, "核实排除": 0,
                       "帮扶中": 0, "风险消除": 0}
+
+
+def test_counts_by_state_with_filters(seeded: Session) -> None:
+    counts = counts_by_state(session=seeded, filters=EntryFilter(region_prefix=VILLAGE_B))
+    assert list(counts) == list(STATES)
+    assert counts == {"新预警": 0, "已接收": 0, "核实中": 1, "已纳入监测": 1, "核实排除": 0,
+                      "帮扶中": 0, "风险消除": 0}
+    by_zhang = counts_by_state(session=seeded, filters=EntryFilter(assignee="zhang"))
+    assert (by_zhang["新预警"], by_zhang["核实中"], sum(by_zhang.values())) == (1, 1, 2)
+    assert sum(counts_by_state(session=seeded, filters=EntryFilter(nothing=True)).values()) == 0
+    # no filters, and an empty filter, count everything
+    assert counts_by_state(session=seeded, filters=EntryFilter()) == counts_by_state(
+        session=seeded)
