@@ -206,7 +206,7 @@ def run_rules(scenario: Path, events: list[object] | None = None,
             init_db(engine)
             with Session(engine) as session:
                 record_alerts(session=session, alerts=pipeline.alerts)
-                export_csv(session=session, out=Path(tmp) / "export.csv")
+                export_csv(session=session, out=Path(tmp) / "export.csv", health=True)
         finally:
             engine.dispose()
         return evaluate(scenario, Path(tmp) / "export.csv", events)

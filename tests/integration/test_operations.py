@@ -54,7 +54,7 @@ def offline_export(key: str, out: Path) -> tuple[list[dict[str, str]], OfflinePi
     init_db(engine)
     with Session(engine) as session:
         record_alerts(session=session, alerts=pipeline.alerts)
-        export_csv(session=session, out=out)
+        export_csv(session=session, out=out, health=True)
     engine.dispose()
     return read_csv(out), pipeline
 
