@@ -20,6 +20,7 @@ from threading import Event
 
 import msgspec
 from kafka import KafkaConsumer, KafkaProducer
+from kafka.errors import KafkaError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -27,6 +28,7 @@ from consumers.watchlist.feeds import record_feed_files, record_regions
 from consumers.watchlist.models import create_engine_for, init_db
 from consumers.watchlist.service import record_alerts
 from fanpin.kafka_admin import sink_group
+from fanpin.kafka_check import check_kafka
 from fanpin.metrics import (
     DEAD_LETTERS,
     EVENT_TO_ALERT,
@@ -54,6 +56,7 @@ class AlertSink:
         self.stop = stop or Event()
         self.engine = create_engine_for(settings.watchlist_url)
         init_db(self.engine)
+        check_kafka(settings)
         opts = settings.kafka_client_options()
         self.consumer = KafkaConsumer(
             settings.topic("alerts"),
@@ -72,6 +75,7 @@ class AlertSink:
         self.producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers,
                                       client_id="fanpin-sink-dlq", acks="all", **opts)
         self.written = 0
+        self.commit_pending = False  # the last commit failed (broker away)
 
     def close(self) -> None:
         self.consumer.close()
@@ -84,6 +88,8 @@ class AlertSink:
         while not self.stop.is_set():
             batch = self.consumer.poll(timeout_ms=500)
             if not batch:
+                if self.commit_pending:
+                    self._commit()  # a commit failed and no batch came since to redo it
                 continue
             alerts: list[Alert] = []
             receipts: list[FeedFile] = []
@@ -105,7 +111,21 @@ class AlertSink:
                 for stamp in stamps:
                     EVENT_TO_ALERT.observe(max(0.0, now - stamp))
             self.producer.flush()
+            self._commit()
+
+    def _commit(self) -> None:
+        """Commit the offsets of the batch just written. When the broker is away (a restart,
+        a network cut) the commit fails; the batch is in the watch list already, so carry
+        on: the next commit covers its offsets, and should the sink stop before that, the
+        batch comes again and every alert in it is recorded once."""
+        try:
             self.consumer.commit()
+        except KafkaError as exc:
+            self.commit_pending = True
+            log.warning("could not commit the sink's offsets (%s: %s); the next commit "
+                        "covers them", type(exc).__name__, exc)
+        else:
+            self.commit_pending = False
 
     def _decode(self, record):  # type: ignore[no-untyped-def]
         expected: tuple[type, ...] = {

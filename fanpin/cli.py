@@ -28,7 +28,21 @@ def _setup_logging(level: str) -> None:
         logging.getLogger(noisy).setLevel(max(logging.ERROR, logging.getLogger().level))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Settings and Kafka connection problems end a command with their one-line reason
+    (``Error: ...``, exit code 1) instead of a traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        from fanpin.kafka_check import KafkaSetupError
+        from fanpin.settings import SettingsError
+
+        try:
+            return super().invoke(ctx)
+        except (KafkaSetupError, SettingsError) as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--log-level", default=None, help="DEBUG, INFO, WARNING (default: FANPIN_LOG_LEVEL"
               " or INFO).")
 @click.version_option(package_name="fanpin")

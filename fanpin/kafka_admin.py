@@ -10,6 +10,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+from fanpin.kafka_check import check_kafka
 from fanpin.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,9 @@ def pipeline_groups(settings: Settings) -> dict[str, list[str]]:
 class Admin:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        # Fails fast, saying why, when the brokers cannot be reached or refuse the
+        # credentials (the clients below would retry for a minute and then say little).
+        check_kafka(settings)
         opts = settings.kafka_client_options()
         self.admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers,
                                       client_id="fanpin-admin", **opts)

@@ -2,17 +2,28 @@
 
 Every value can be set with an environment variable ``FANPIN_<NAME>`` (for example
 ``FANPIN_DATABASE_URL``) or in a ``.env`` file in the working directory. Secrets can also be
-read from files: ``FANPIN_PSEUDONYM_KEY_FILE`` names a file holding the pseudonym key.
+read from files: ``FANPIN_PSEUDONYM_KEY_FILE`` names a file holding the pseudonym key, and
+``FANPIN_KAFKA_SASL_PASSWORD_FILE`` one holding the Kafka password.
 """
 
 from __future__ import annotations
 
 import secrets
+import ssl
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SettingsError(RuntimeError):
+    """Settings that contradict each other (the message names the variables)."""
+
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"]
 
 
 class Settings(BaseSettings):
@@ -25,11 +36,21 @@ class Settings(BaseSettings):
     kafka_bootstrap_servers: str = ""
     kafka_local_port: int = 19092
     kafka_local_controller_port: int = 19093
-    kafka_security_protocol: str = "PLAINTEXT"  # PLAINTEXT, SASL_PLAINTEXT, SSL, SASL_SSL
-    kafka_sasl_mechanism: str | None = None  # e.g. SCRAM-SHA-256
+    # Security (docs/operations.md, "Securing Kafka"). The protocol defaults from what is
+    # set: SASL_SSL with a SASL mechanism and TLS files, SASL_PLAINTEXT with a mechanism
+    # only, SSL with TLS files only, else PLAINTEXT.
+    kafka_security_protocol: SecurityProtocol | None = None
+    kafka_sasl_mechanism: SaslMechanism | None = None
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
-    kafka_ssl_cafile: Path | None = None
+    kafka_sasl_password_file: Path | None = None  # a file holding the password instead
+    kafka_ssl_cafile: Path | None = None  # CA bundle (PEM) the brokers' certificates chain to
+    kafka_ssl_certfile: Path | None = None  # client certificate (PEM), for mutual TLS
+    kafka_ssl_keyfile: Path | None = None  # its private key (PEM), if not in the certfile
+    kafka_ssl_key_password: SecretStr | None = None  # if that key is encrypted
+    kafka_ssl_check_hostname: bool = True
+    # How long a command waits to connect and authenticate before it gives up with a reason.
+    kafka_connect_timeout_seconds: float = 15.0
     topic_prefix: str = "fanpin"
     partitions: int = 4
     # Replication of every topic Fanpin and Faust create. 1 suits one broker; production
@@ -99,17 +120,141 @@ class Settings(BaseSettings):
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}.{name}"
 
-    def kafka_client_options(self) -> dict[str, object]:
-        """Security options shared by kafka-python and aiokafka clients."""
-        opts: dict[str, object] = {"security_protocol": self.kafka_security_protocol}
+    @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        """``sasl_ssl`` and ``scram_sha_256`` are read as SASL_SSL and SCRAM-SHA-256."""
+        if isinstance(value, str):
+            value = value.strip().upper()
+            if value.startswith("SCRAM"):
+                value = value.replace("_", "-")
+            return value or None
+        return value
+
+    @model_validator(mode="after")
+    def _check_kafka_security(self) -> Settings:
+        """Refuse contradictory Kafka security settings up front, naming the variables.
+
+        Raises ``SettingsError``, not ``ValueError``: pydantic would wrap a ValueError in a
+        ValidationError whose text repeats every input, the password among them."""
+        protocol = self.kafka_protocol
+        sasl = protocol.startswith("SASL_")
+        if self.kafka_sasl_mechanism and not sasl:
+            raise SettingsError(
+                f"FANPIN_KAFKA_SASL_MECHANISM is set but FANPIN_KAFKA_SECURITY_PROTOCOL is "
+                f"{protocol}: use SASL_PLAINTEXT or SASL_SSL (or unset it)")
+        if sasl and not self.kafka_sasl_mechanism:
+            raise SettingsError(f"FANPIN_KAFKA_SECURITY_PROTOCOL={protocol} needs "
+                             "FANPIN_KAFKA_SASL_MECHANISM (e.g. SCRAM-SHA-256)")
+        if (self.kafka_sasl_username or self.kafka_sasl_password
+                or self.kafka_sasl_password_file) and not self.kafka_sasl_mechanism:
+            raise SettingsError("a Kafka SASL user or password is set but "
+                             "FANPIN_KAFKA_SASL_MECHANISM is not (e.g. SCRAM-SHA-256)")
+        if sasl and not self.kafka_sasl_username:
+            raise SettingsError("FANPIN_KAFKA_SASL_USERNAME is required with SASL")
+        if sasl and self.kafka_sasl_password is None and self.kafka_sasl_password_file is None:
+            raise SettingsError("SASL needs FANPIN_KAFKA_SASL_PASSWORD or "
+                             "FANPIN_KAFKA_SASL_PASSWORD_FILE")
+        if self.kafka_sasl_password is not None and self.kafka_sasl_password_file is not None:
+            raise SettingsError("set FANPIN_KAFKA_SASL_PASSWORD or FANPIN_KAFKA_SASL_PASSWORD_FILE,"
+                             " not both")
+        if self._tls_files_set and not protocol.endswith("SSL"):
+            raise SettingsError(f"Kafka TLS files are set but FANPIN_KAFKA_SECURITY_PROTOCOL is "
+                             f"{protocol}: use SSL or SASL_SSL (or unset it)")
+        if self.kafka_ssl_keyfile and not self.kafka_ssl_certfile:
+            raise SettingsError("FANPIN_KAFKA_SSL_KEYFILE needs FANPIN_KAFKA_SSL_CERTFILE")
+        return self
+
+    @property
+    def _tls_files_set(self) -> bool:
+        return bool(self.kafka_ssl_cafile or self.kafka_ssl_certfile or self.kafka_ssl_keyfile)
+
+    @property
+    def kafka_protocol(self) -> str:
+        """The security protocol in force: the one set, or the one the other settings imply."""
+        if self.kafka_security_protocol:
+            return self.kafka_security_protocol
         if self.kafka_sasl_mechanism:
-            opts["sasl_mechanism"] = self.kafka_sasl_mechanism
-            opts["sasl_plain_username"] = self.kafka_sasl_username
-            opts["sasl_plain_password"] = (
-                self.kafka_sasl_password.get_secret_value() if self.kafka_sasl_password else None
-            )
+            return "SASL_SSL" if self._tls_files_set else "SASL_PLAINTEXT"
+        return "SSL" if self._tls_files_set else "PLAINTEXT"
+
+    @property
+    def kafka_uses_tls(self) -> bool:
+        return self.kafka_protocol in ("SSL", "SASL_SSL")
+
+    def kafka_sasl_secret(self) -> str | None:
+        """The SASL password, from FANPIN_KAFKA_SASL_PASSWORD or the file named by
+        FANPIN_KAFKA_SASL_PASSWORD_FILE (read each time, so a rotated file is picked up by
+        the next client)."""
+        if self.kafka_sasl_password is not None:
+            return self.kafka_sasl_password.get_secret_value()
+        if self.kafka_sasl_password_file is not None:
+            path = self.kafka_sasl_password_file
+            try:
+                return path.read_text().strip()
+            except OSError as exc:
+                raise FileNotFoundError(
+                    f"FANPIN_KAFKA_SASL_PASSWORD_FILE {path} cannot be read: "
+                    f"{exc.strerror or exc}") from exc
+        return None
+
+    def kafka_ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context for aiokafka and Faust (kafka-python is given the same files):
+        TLS 1.2 or later, the brokers' certificates checked against the CA file (or the
+        system's CAs without one), their host names checked unless turned off, and the
+        client certificate when one is set."""
+        if not self.kafka_uses_tls:
+            return None
+        for var, path in (("CAFILE", self.kafka_ssl_cafile),
+                          ("CERTFILE", self.kafka_ssl_certfile),
+                          ("KEYFILE", self.kafka_ssl_keyfile)):
+            if path is not None and not path.is_file():
+                raise FileNotFoundError(f"FANPIN_KAFKA_SSL_{var} {path} does not exist")
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.check_hostname = self.kafka_ssl_check_hostname
         if self.kafka_ssl_cafile:
-            opts["ssl_cafile"] = str(self.kafka_ssl_cafile)
+            ctx.load_verify_locations(cafile=str(self.kafka_ssl_cafile))
+        else:
+            ctx.load_default_certs()
+        if self.kafka_ssl_certfile:
+            ctx.load_cert_chain(
+                str(self.kafka_ssl_certfile),
+                str(self.kafka_ssl_keyfile) if self.kafka_ssl_keyfile else None,
+                self.kafka_ssl_key_password.get_secret_value()
+                if self.kafka_ssl_key_password else None)
+        return ctx
+
+    def _sasl_options(self) -> dict[str, object]:
+        if not self.kafka_protocol.startswith("SASL_"):
+            return {}
+        return {"sasl_mechanism": self.kafka_sasl_mechanism,
+                "sasl_plain_username": self.kafka_sasl_username,
+                "sasl_plain_password": self.kafka_sasl_secret()}
+
+    def kafka_client_options(self) -> dict[str, object]:
+        """Security options for kafka-python clients (producers, the sink, the admin)."""
+        opts: dict[str, object] = {"security_protocol": self.kafka_protocol}
+        opts.update(self._sasl_options())
+        if self.kafka_uses_tls:
+            opts["ssl_check_hostname"] = self.kafka_ssl_check_hostname
+            if self.kafka_ssl_cafile:
+                opts["ssl_cafile"] = str(self.kafka_ssl_cafile)
+            if self.kafka_ssl_certfile:
+                opts["ssl_certfile"] = str(self.kafka_ssl_certfile)
+            if self.kafka_ssl_keyfile:
+                opts["ssl_keyfile"] = str(self.kafka_ssl_keyfile)
+            if self.kafka_ssl_key_password is not None:
+                opts["ssl_password"] = self.kafka_ssl_key_password.get_secret_value()
+        return opts
+
+    def aiokafka_client_options(self) -> dict[str, object]:
+        """The same security options for aiokafka clients (the worker's own consumers),
+        which take an ``ssl_context`` instead of file names."""
+        opts: dict[str, object] = {"security_protocol": self.kafka_protocol}
+        opts.update(self._sasl_options())
+        if self.kafka_uses_tls:
+            opts["ssl_context"] = self.kafka_ssl_context()
         return opts
 
     def as_env(self) -> dict[str, str]:

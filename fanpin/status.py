@@ -91,6 +91,7 @@ def _kafka(settings: Settings, status: Status) -> None:
     from kafka.errors import KafkaError
 
     from fanpin.kafka_admin import Admin, pipeline_groups
+    from fanpin.kafka_check import KafkaSetupError
 
     unreachable = _reachable(settings.bootstrap_servers)
     if unreachable:
@@ -99,6 +100,9 @@ def _kafka(settings: Settings, status: Status) -> None:
     logging.getLogger("kafka").setLevel(logging.CRITICAL)  # the table says it better
     try:
         admin = Admin(settings)
+    except KafkaSetupError as exc:  # refused the credentials, TLS failed, ...: it says why
+        status.broker_error = str(exc).removeprefix("cannot use Kafka: ")
+        return
     except KafkaError as exc:
         status.broker_error = f"{type(exc).__name__}: {exc}"
         return

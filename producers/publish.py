@@ -26,6 +26,7 @@ from types import ModuleType
 from kafka import KafkaProducer
 from tqdm import tqdm
 
+from fanpin.kafka_check import check_kafka
 from fanpin.settings import Settings
 from producers.common import FileError, ParseContext, Reject
 from schemas.events import (
@@ -98,6 +99,7 @@ def route(settings: Settings, event: object) -> tuple[str, bytes]:
 
 
 def make_producer(settings: Settings) -> KafkaProducer:
+    check_kafka(settings)  # a clear error now, not a send that blocks for a minute
     return KafkaProducer(
         bootstrap_servers=settings.bootstrap_servers,
         client_id="fanpin-publish",

@@ -122,7 +122,7 @@ async def follow_reference() -> None:
     global _reader
     _reader = ReferenceReader(topic=reference_topic.get_topic_name(),
                               bootstrap=settings.bootstrap_servers,
-                              client_options=settings.kafka_client_options(), data=reference)
+                              client_options=settings.aiokafka_client_options(), data=reference)
     await _reader.start()
     reference_ready.set()
     await _reader.follow()

@@ -15,32 +15,14 @@ compacted changelog topic ``<prefix>-worker-<store>-changelog``.
 
 from __future__ import annotations
 
-import ssl
-
 import faust
 
 from fanpin.kafka_admin import changelog_topic
 from fanpin.settings import Settings, get_settings
+from streams.credentials import broker_credentials
 from streams.store import StateStore
 
 WORKER_GROUP = "fanpin-worker"
-
-
-def _credentials(settings: Settings):  # type: ignore[no-untyped-def]
-    if settings.kafka_sasl_mechanism:
-        password = settings.kafka_sasl_password.get_secret_value() if (
-            settings.kafka_sasl_password) else ""
-        ctx = None
-        if settings.kafka_security_protocol.endswith("SSL"):
-            ctx = ssl.create_default_context(
-                cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None)
-        return faust.SASLCredentials(
-            username=settings.kafka_sasl_username or "", password=password,
-            mechanism=settings.kafka_sasl_mechanism, ssl_context=ctx)
-    if settings.kafka_security_protocol == "SSL":
-        return faust.SSLCredentials(ssl.create_default_context(
-            cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None))
-    return None
 
 
 def create_app(settings: Settings | None = None) -> faust.App:
@@ -48,7 +30,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
     return faust.App(
         f"{settings.topic_prefix}-worker",
         broker=f"kafka://{settings.bootstrap_servers}",
-        broker_credentials=_credentials(settings),
+        broker_credentials=broker_credentials(settings),
         store="memory://",
         datadir=str(settings.var_dir / "faust"),
         topic_partitions=settings.partitions,
@@ -84,7 +66,7 @@ dead_letter_topic = app.topic(settings.topic("dead-letters"), partitions=1)
 def _store(name: str) -> StateStore:
     return StateStore(name, changelog_topic(settings, name), settings.partitions,
                       bootstrap=settings.bootstrap_servers,
-                      client_options=settings.kafka_client_options(),
+                      client_options=settings.aiokafka_client_options(),
                       producer=app.producer._ensure_producer)  # type: ignore[attr-defined]
 
 
