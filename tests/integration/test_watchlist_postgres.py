@@ -7,13 +7,13 @@ import random
 import threading
 
 import pytest
-from fastapi.testclient import TestClient
-from sqlalchemy import Engine, inspect, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Engine, func, inspect, select, text
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
-from consumers.watchlist.models import Entry, create_engine_for
+from consumers.watchlist.models import ROLE_ADMIN, ROLE_VILLAGE, Entry, History, create_engine_for
 from consumers.watchlist.service import (
+    EntryFilter,
     RecordStats,
     counts_by_state,
     evidence_of,
@@ -31,6 +31,7 @@ from tests.unit.test_watchlist_helpers import (
     snapshot,
     table_counts,
 )
+from tests.unit.watchlist_web import add_users, csrf_of, logged_in
 
 pytestmark = pytest.mark.integration
 
@@ -100,10 +101,12 @@ def test_merge_and_new_episode(pg_engine: Engine) -> None:
 def test_hostile_filters(pg_engine: Engine, value: str) -> None:
     with Session(pg_engine) as s:
         record_alerts(session=s, alerts=[make_alert(H1), make_alert(H2)], now=NOW)
-        for field in ("region_prefix", "risk_type", "severity", "state"):
-            assert list_entries(session=s, **{field: value}) == ([], 0)
+        for field in ("region_prefix", "risk_type", "severity", "state", "assignee", "flag"):
+            assert list_entries(session=s, filters=EntryFilter(**{field: value})) == ([], 0)
         assert list_entries(session=s)[1] == 2
-        assert [e.household_id for e in list_entries(session=s, region_prefix=VILLAGE_B)[0]] == [H2]
+        only_b = list_entries(session=s, filters=EntryFilter(region_prefix=VILLAGE_B))[0]
+        assert [e.household_id for e in only_b] == [H2]
+        assert inspect(pg_engine).has_table("watchlist_entries")
 
 
 def test_concurrent_sinks(pg_engine: Engine) -> None:
@@ -155,10 +158,46 @@ def test_concurrent_sinks(pg_engine: Engine) -> None:
 def test_web_app_on_postgres(pg_engine: Engine) -> None:
     with Session(pg_engine) as s:
         record_alerts(session=s, alerts=[make_alert(H1, severity="高"), make_alert(H2)], now=NOW)
-    with TestClient(create_app(engine=pg_engine)) as c:
+    add_users(pg_engine, fast=True)
+    app = create_app(engine=pg_engine, clock=lambda: NOW)
+    with logged_in(app, ROLE_ADMIN) as c:
         html = c.get("/").text
         assert H1 in html and H2 in html and "户编号" in html
         assert c.get("/", params={"region": "\x00"}).status_code == 200
         assert c.get("/api/entries", params={"severity": "高"}).json()["total"] == 1
         assert c.get("/healthz").json() == {"status": "ok"}
         assert c.get("/export.csv").content.startswith(b"\xef\xbb\xbf")
+        assert c.get("/export.xlsx").content.startswith(b"PK")
+    with logged_in(app, ROLE_VILLAGE) as c:  # VILLAGE_A's officer: H2 is elsewhere
+        assert [e["household_id"] for e in c.get("/api/entries").json()["items"]] == [H1]
+
+
+def test_workflow_and_audit_on_postgres(pg_engine: Engine) -> None:
+    """The officer's path through the API on PostgreSQL (row locks, timestamptz), and the
+    audit trail that the database itself keeps append-only."""
+    with Session(pg_engine) as s:
+        record_alerts(session=s, alerts=[make_alert(H1, severity="高")], now=NOW)
+        entry_id = s.scalars(select(Entry.id)).one()
+    add_users(pg_engine, fast=True)
+    app = create_app(engine=pg_engine, clock=lambda: NOW)
+    with logged_in(app, ROLE_VILLAGE) as c:
+        headers = {"X-CSRF-Token": csrf_of(c)}
+        for action, body in (("claim", {}), ("visit", {"note": "入户核实：户主住院"}),
+                             ("identify", {"monitored_type": "突发严重困难户"})):
+            r = c.post(f"/api/entries/{entry_id}/{action}", json=body, headers=headers)
+            assert r.status_code == 200, r.text
+        r = c.post(f"/api/entries/{entry_id}/eliminate", json={"kind": "自然消除"},
+                   headers=headers)
+        assert r.status_code == 409  # within 6 months of identification
+        detail = c.get(f"/api/entries/{entry_id}").json()
+    assert detail["state"] == "已纳入监测" and detail["assignee"] == ROLE_VILLAGE
+    actions = [h["action"] for h in detail["history"] if h["actor"] == ROLE_VILLAGE]
+    assert actions[:2] == ["claimed", "state changed"] and "identified" in actions
+    for sql in ("UPDATE watchlist_history SET actor = 'x'",
+                "DELETE FROM watchlist_history",
+                "TRUNCATE watchlist_history CASCADE",
+                f"DELETE FROM watchlist_entries WHERE id = {entry_id}"):
+        with pg_engine.connect() as conn, pytest.raises(DBAPIError, match="append-only"):
+            conn.execute(text(sql))
+    with Session(pg_engine) as s:
+        assert s.scalar(select(func.count()).select_from(History)) == len(detail["history"])
