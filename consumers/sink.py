@@ -167,11 +167,13 @@ class AlertSink:
                 WATCHLIST_WRITES.labels("new").inc(stats.new_entries)
                 WATCHLIST_WRITES.labels("merged").inc(stats.merged)
                 WATCHLIST_WRITES.labels("duplicate").inc(stats.duplicates)
+                WATCHLIST_WRITES.labels("revised").inc(stats.revised)
                 for r in receipts:
                     FEED_FILES.labels(r.feed).inc()
                 if alerts:
-                    log.info("watch list: %d new entries, %d merged, %d already recorded",
-                             stats.new_entries, stats.merged, stats.duplicates)
+                    log.info("watch list: %d new entries, %d merged, %d already recorded, "
+                             "%d revised", stats.new_entries, stats.merged, stats.duplicates,
+                             stats.revised)
                 if receipts:
                     log.info("feed files: %d receipts, %d new", len(receipts), files)
                 return

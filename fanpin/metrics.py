@@ -67,7 +67,8 @@ EVENT_TO_ALERT = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600))
 WATCHLIST_WRITES = Counter(
     "fanpin_watchlist_alerts", "Alerts written to the watch list: a new entry, merged into an "
-    "open entry, or already recorded (a replay).", ["result"])
+    "open entry, already recorded (a replay), or revised (a month judged again with late "
+    "data).", ["result"])
 SINK_RETRIES = Counter(
     "fanpin_sink_db_retries", "Watch-list transactions retried because the database was "
     "unavailable.")

@@ -48,6 +48,7 @@ ACTION_CREATED: Final = "created"
 ACTION_MERGED: Final = "alert merged"
 ACTION_SEVERITY: Final = "severity raised"
 ACTION_STATE: Final = "state changed"
+ACTION_REVISED: Final = "alert revised"
 
 
 @dataclass(frozen=True)
@@ -57,12 +58,14 @@ class RecordStats:
     new_entries: int = 0  # alerts that opened a new entry
     merged: int = 0  # alerts merged into an open entry
     duplicates: int = 0  # alerts already stored (a replay): nothing changed
+    revised: int = 0  # a month judged again with late data: the stored alert replaced
 
     def __add__(self, other: RecordStats) -> RecordStats:
         return RecordStats(
             self.new_entries + other.new_entries,
             self.merged + other.merged,
             self.duplicates + other.duplicates,
+            self.revised + other.revised,
         )
 
 
@@ -164,9 +167,14 @@ def _retryable(exc: DBAPIError) -> bool:
 
 
 def _record_one(session: Session, alert: Alert, now: dt.datetime) -> RecordStats:
-    seen = session.scalar(select(AlertRecord.id).where(AlertRecord.alert_id == alert.id))
+    seen = session.scalars(select(AlertRecord).where(AlertRecord.alert_id == alert.id)
+                           .with_for_update()).first()
     if seen is not None:
-        return RecordStats(duplicates=1)
+        payload = encode(alert).decode()
+        if seen.payload == payload:
+            return RecordStats(duplicates=1)
+        _revise(session, seen, alert, payload, now)
+        return RecordStats(revised=1)
 
     # Lock the open entry so a concurrent merge into it waits for us (PostgreSQL; SQLite
     # already holds the database write lock).
@@ -197,6 +205,34 @@ def _record_one(session: Session, alert: Alert, now: dt.datetime) -> RecordStats
     )
     session.flush()
     return stats
+
+
+def _revise(session: Session, record: AlertRecord, alert: Alert, payload: str,
+            now: dt.datetime) -> None:
+    """The worker judged a month again (data for it came late): keep the latest judgement.
+    Alerts of one household travel in order on one partition, so the last one read is the
+    latest; a replay reads them again in the same order."""
+    record.payload = payload
+    entry = session.get(Entry, record.entry_id, with_for_update=True)
+    assert entry is not None
+    old_severity = entry.severity
+    if alert.month == entry.last_month:
+        entry.evidence_json = _evidence_json(alert)
+        entry.rule_version = alert.rule_version
+    if SEVERITY_RANK.get(alert.severity, 0) > SEVERITY_RANK.get(entry.severity, 0):
+        entry.severity = alert.severity
+    entry.risk_types = _join(
+        _split(entry.risk_types, RISK_TYPE_SEP) | _risk_types_of(alert), RISK_TYPE_SEP
+    )
+    entry.rules = _join(_split(entry.rules, RULE_SEP) | _rules_of(alert), RULE_SEP)
+    entry.updated_at = now
+    session.add(History(entry_id=entry.id, at=now, actor=SYSTEM_ACTOR, action=ACTION_REVISED,
+                        new_value=f"{alert.month} {alert.severity} ({alert.id})"))
+    if entry.severity != old_severity:
+        session.add(History(entry_id=entry.id, at=now, actor=SYSTEM_ACTOR,
+                            action=ACTION_SEVERITY, old_value=old_severity,
+                            new_value=entry.severity))
+    session.flush()
 
 
 def _open_entry(session: Session, alert: Alert, now: dt.datetime) -> Entry:
@@ -372,6 +408,14 @@ def _filters(f: EntryFilter, now: dt.datetime | None) -> list[ColumnElement[bool
     now = now or utcnow()
     if f.region_prefix:
         where.append(Entry.region_code.startswith(f.region_prefix, autoescape=True))
+        # The same rows as a range, which a plain b-tree index on region_code serves in any
+        # collation and in a prepared statement's generic plan (a LIKE prefix is served
+        # only under the C collation, and only when the planner sees the value).
+        low, high = _prefix_range(f.region_prefix)
+        if low is not None:
+            where.append(Entry.region_code >= low)
+        if high is not None:
+            where.append(Entry.region_code < high)
     if f.risk_type:
         # Match a whole item of the "、"-joined list, not a substring of one.
         padded = literal(RISK_TYPE_SEP) + Entry.risk_types + literal(RISK_TYPE_SEP)
@@ -402,6 +446,18 @@ def _filters(f: EntryFilter, now: dt.datetime | None) -> list[ColumnElement[bool
     return where
 
 
+def _prefix_range(prefix: str) -> tuple[str | None, str | None]:
+    """Bounds ``[low, high)`` holding exactly the digit strings that start with ``prefix``
+    (region codes are digits); ``(None, None)`` for anything but digits, ``high`` None when
+    the prefix is all nines."""
+    if not (prefix.isascii() and prefix.isdigit()):
+        return None, None
+    stem = prefix.rstrip("9")
+    if not stem:
+        return prefix, None
+    return prefix, stem[:-1] + str(int(stem[-1]) + 1)
+
+
 def filtered_entries(
     filters: EntryFilter = EntryFilter(), *, sort: str = DEFAULT_SORT,
     now: dt.datetime | None = None,
@@ -427,7 +483,21 @@ def list_entries(
     page = max(1, page)
     page_size = min(max(1, page_size), MAX_PAGE_SIZE)
     total = session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0
-    rows = session.scalars(stmt.limit(page_size).offset((page - 1) * page_size)).all()
+    if total <= (page - 1) * page_size:
+        return [], total
+    # Pick the page's ids first, then read only those rows: the ids (and every column the
+    # filters and the sort need) come from a covering index, so the wide rows, evidence
+    # and all, are read 50 at a time instead of for every match before the sort. The
+    # sorts all end in a unique key, so the order is the same as sorting the rows.
+    page_ids = (
+        stmt.with_only_columns(Entry.id)
+        .limit(page_size)
+        .offset((page - 1) * page_size)
+        .scalar_subquery()
+    )
+    rows = session.scalars(
+        select(Entry).where(Entry.id.in_(page_ids)).order_by(*SORTS[sort])
+    ).all()
     return list(rows), total
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 
@@ -87,25 +88,53 @@ Event = RosterMember | IncomeReport | MedicalSettlement | EmploymentEvent
 
 
 def step(state: HouseholdState, event: Event, policy: Policy) -> tuple[HouseholdState, list[Alert]]:
+    """Fold one event into the household's state; judge the months it decides.
+
+    A month is judged when its income report arrives. Data that arrives late, after later
+    months were judged, is not left out of them: a month whose income report comes for the
+    first time after a later one is judged then, and the months judged since are judged
+    again; so are the months from a late settlement's month on (a settlement settled in a
+    month already judged). A judgement again gives the same alert id; the watch list keeps
+    the latest. A report repeated for a month already judged changes nothing but that
+    month's judgement (the same alert again, which the watch list already holds).
+    """
     if isinstance(event, IncomeReport):
-        state = fold_income(state, event)
         month = month_index(event.month)
-        if month < state.evaluated_month:
-            return state, []  # a late report for a month already judged: keep, don't re-judge
-        state.evaluated_month = month
-        alert = evaluate(state, month, policy)
-        if alert is None:
+        first_time = month not in state.income
+        state = fold_income(state, event)
+        if month >= state.evaluated_month:
+            state.evaluated_month = month
+            return state, _judge(state, (month,), policy)
+        if not first_time or month not in state.income:  # a repeat, or older than kept
             return state, []
-        if month not in state.alert_months:
-            state.alert_months = sorted([*state.alert_months, month])[-12:]
-        return state, [alert]
+        return state, _judge(state, _judged_since(state, month), policy)
     if isinstance(event, MedicalSettlement):
-        return fold_medical(state, event), []
+        late = (event.settlement_id not in state.settlements
+                and month_of(event.settled) <= state.evaluated_month)
+        state = fold_medical(state, event)
+        if not late:
+            return state, []
+        return state, _judge(state, _judged_since(state, month_of(event.settled)), policy)
     if isinstance(event, EmploymentEvent):
         return fold_employment(state, event), []
     if isinstance(event, RosterMember):
         return fold_roster(state, event), []
     raise TypeError(f"no rule handles {type(event).__name__}")
+
+
+def _judged_since(state: HouseholdState, month: int) -> list[int]:
+    """The months from ``month`` on that have been judged (every kept income month up to
+    the latest judged), oldest first."""
+    return sorted(m for m in state.income if month <= m <= state.evaluated_month)
+
+
+def _judge(state: HouseholdState, months: Iterable[int], policy: Policy) -> list[Alert]:
+    out = []
+    for month in months:
+        alert = evaluate(state, month, policy)
+        if alert is not None:
+            out.append(alert)
+    return out
 
 
 # --- the month's judgement -------------------------------------------------------------

@@ -672,11 +672,22 @@ def test_cold_start_does_not_crash(events: list[object]) -> None:
         assert a.evidence.household_size >= 1
 
 
-def test_late_report_is_kept_but_not_rejudged() -> None:
+def test_late_report_is_judged_and_the_months_after_it_judged_again() -> None:
     state, alerts = run([income("2025-04", 100), income("2025-05", 100),
                          income("2025-07", 100), income("2025-06", 100)])
     assert M("2025-06") in state.income
-    assert [a.month for a in alerts] == ["2025-04", "2025-05", "2025-07"]
+    # 2025-06 is judged when it comes, and 2025-07 again now that its window is whole.
+    assert [a.month for a in alerts] == ["2025-04", "2025-05", "2025-07", "2025-06", "2025-07"]
+    # The second judgement of 2025-07 is the one an in-order run gives.
+    assert alerts[-1] == run(
+        [income(m, 100) for m in ("2025-04", "2025-05", "2025-06", "2025-07")])[1][-1]
+
+
+def test_a_repeated_late_report_is_not_judged_again() -> None:
+    history = [income("2025-04", 100), income("2025-05", 100), income("2025-06", 100)]
+    state, _ = run(history)
+    state, again = step(state, history[0], policy())
+    assert again == []
 
 
 # --- alert id -----------------------------------------------------------------------------

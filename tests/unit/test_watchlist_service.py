@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,7 @@ from consumers.watchlist.service import (
     record_alerts,
     set_state,
 )
+from schemas import encode
 from tests.unit.test_watchlist_helpers import (
     NOW,
     VILLAGE_A,
@@ -505,3 +507,26 @@ def test_counts_by_state_with_filters(seeded: Session) -> None:
     # no filters, and an empty filter, count everything
     assert counts_by_state(session=seeded, filters=EntryFilter()) == counts_by_state(
         session=seeded)
+
+
+def test_a_month_judged_again_replaces_the_stored_alert(session: Session) -> None:
+    """Late data makes the worker judge a month again: same alert id, newer figures. The
+    watch list keeps the latest judgement (the evidence, a higher severity, new reasons),
+    says so in the history, and a replay of either judgement changes nothing more."""
+    first = make_alert(H1, "2026-03", severity="中", projected_per_capita="7900.00",
+                       alert_id="a-2026-03")
+    again = make_alert(H1, "2026-03", severity="高", projected_per_capita="5100.00",
+                       alert_id="a-2026-03",
+                       rules=(("below_line", "因病", "低于监测线"),
+                              ("job-loss", "因务工就业不稳", "失业")))
+    assert record_alerts(session=session, alerts=[first], now=NOW).new_entries == 1
+    stats = record_alerts(session=session, alerts=[again], now=NOW)
+    assert (stats.revised, stats.duplicates, stats.new_entries) == (1, 0, 0)
+    assert record_alerts(session=session, alerts=[again], now=NOW).duplicates == 1
+    entry = session.scalars(select(Entry)).one()
+    assert entry.alert_count == 1 and entry.severity == "高"
+    assert evidence_of(entry).evidence.projected_per_capita == Decimal("5100.00")
+    assert "job-loss" in entry.rule_list() and "因务工就业不稳" in entry.risk_type_list()
+    assert session.scalar(select(AlertRecord.payload)) == encode(again).decode()
+    actions = [h.action for h in session.scalars(select(History).order_by(History.id))]
+    assert actions == ["created", "alert revised", "severity raised"]
