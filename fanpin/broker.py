@@ -210,6 +210,20 @@ class LocalBroker:
             while pid_alive(pid):
                 time.sleep(0.1)
 
+    def restart(self, *, kill: bool = False, timeout: float = 120.0) -> None:
+        """Stop the broker (SIGTERM, or SIGKILL with ``kill``) and start it again on the same
+        ports and data folder, for fault tests. Returns once it answers again."""
+        if kill:
+            self.kill()
+            self.pid_file.unlink(missing_ok=True)
+        else:
+            self.stop()
+        deadline = time.monotonic() + 30
+        while port_open(self.port) and time.monotonic() < deadline:
+            time.sleep(0.2)  # the old process's listener is gone once the port refuses
+        if not self.ensure_started(timeout=timeout):
+            raise BrokerError(f"port {self.port} still answers after the broker was stopped")
+
 
 def new_cluster_id() -> str:
     """A KRaft cluster id: a random UUID in URL-safe base64, never starting with "-".
