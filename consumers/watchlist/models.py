@@ -129,6 +129,45 @@ class Entry(Base):
         Index("ix_watchlist_entries_region_code", "region_code"),
         Index("ix_watchlist_entries_state", "state"),
         Index("ix_watchlist_entries_first_month", "first_month"),
+        # The list page and the API (see docs/benchmarks-web.md): every column the list
+        # filters and the default sort read, so counting, the state counts and picking a
+        # page's ids are index-only scans and the wide rows (evidence and all) are read
+        # only for the page itself. On PostgreSQL the non-key columns are INCLUDEd;
+        # SQLite indexes the key columns only.
+        # A region's entries (village, township or county: a range of region_code).
+        Index(
+            "ix_watchlist_entries_scope",
+            "region_code",
+            "first_month",
+            postgresql_include=["severity", "state", "created_at", "risk_types", "assignee",
+                                "id"],
+        ),
+        # Province-wide lists narrowed by state (new, overdue, unassigned: the pending and
+        # open states), in the default order.
+        Index(
+            "ix_watchlist_entries_state_month",
+            "state",
+            "first_month",
+            postgresql_include=["severity", "created_at", "risk_types", "assignee",
+                                "region_code", "id"],
+        ),
+        # Unassigned entries (the "unassigned" flag), few at any time.
+        Index(
+            "ix_watchlist_entries_unassigned",
+            "first_month",
+            postgresql_include=["severity", "state", "created_at", "risk_types",
+                                "region_code", "id"],
+            postgresql_where=text("assignee IS NULL"),
+            sqlite_where=text("assignee IS NULL"),
+        ),
+        # Province-wide lists narrowed by severity, in the default order.
+        Index(
+            "ix_watchlist_entries_severity_month",
+            "severity",
+            "first_month",
+            postgresql_include=["state", "created_at", "risk_types", "assignee",
+                                "region_code", "id"],
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -36,7 +36,7 @@ from consumers.watchlist.models import (
     utcnow,
 )
 from schemas import Alert, encode
-from schemas.events import Evidence, Reason
+from schemas.events import Evidence, Reason, decode_event
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,7 @@ ACTION_MERGED: Final = "alert merged"
 ACTION_SEVERITY: Final = "severity raised"
 ACTION_STATE: Final = "state changed"
 ACTION_REVISED: Final = "alert revised"
+ACTION_SEVERITY_LOWERED: Final = "severity lowered"
 
 
 @dataclass(frozen=True)
@@ -211,27 +212,35 @@ def _revise(session: Session, record: AlertRecord, alert: Alert, payload: str,
             now: dt.datetime) -> None:
     """The worker judged a month again (data for it came late): keep the latest judgement.
     Alerts of one household travel in order on one partition, so the last one read is the
-    latest; a replay reads them again in the same order."""
+    latest; a replay reads them again in the same order. The entry's severity, risk types
+    and rules are worked out again from its alerts as they now stand, so they are what an
+    in-order run gives, not a union with the superseded judgement."""
     record.payload = payload
     entry = session.get(Entry, record.entry_id, with_for_update=True)
     assert entry is not None
+    session.flush()
+    alerts = [decode_event(p.encode()) for p in session.scalars(
+        select(AlertRecord.payload).where(AlertRecord.entry_id == entry.id)
+        .order_by(AlertRecord.month, AlertRecord.id))]
+    current = [a for a in alerts if isinstance(a, Alert)]
     old_severity = entry.severity
     if alert.month == entry.last_month:
         entry.evidence_json = _evidence_json(alert)
         entry.rule_version = alert.rule_version
-    if SEVERITY_RANK.get(alert.severity, 0) > SEVERITY_RANK.get(entry.severity, 0):
-        entry.severity = alert.severity
-    entry.risk_types = _join(
-        _split(entry.risk_types, RISK_TYPE_SEP) | _risk_types_of(alert), RISK_TYPE_SEP
-    )
-    entry.rules = _join(_split(entry.rules, RULE_SEP) | _rules_of(alert), RULE_SEP)
+    if current:
+        entry.risk_type = current[0].risk_type
+        entry.severity = max((a.severity for a in current),
+                             key=lambda v: SEVERITY_RANK.get(v, 0))
+        entry.risk_types = _join(set().union(*map(_risk_types_of, current)), RISK_TYPE_SEP)
+        entry.rules = _join(set().union(*map(_rules_of, current)), RULE_SEP)
     entry.updated_at = now
     session.add(History(entry_id=entry.id, at=now, actor=SYSTEM_ACTOR, action=ACTION_REVISED,
                         new_value=f"{alert.month} {alert.severity} ({alert.id})"))
     if entry.severity != old_severity:
+        raised = SEVERITY_RANK.get(entry.severity, 0) > SEVERITY_RANK.get(old_severity, 0)
         session.add(History(entry_id=entry.id, at=now, actor=SYSTEM_ACTOR,
-                            action=ACTION_SEVERITY, old_value=old_severity,
-                            new_value=entry.severity))
+                            action=ACTION_SEVERITY if raised else ACTION_SEVERITY_LOWERED,
+                            old_value=old_severity, new_value=entry.severity))
     session.flush()
 
 

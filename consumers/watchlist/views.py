@@ -28,7 +28,7 @@ from fastapi import APIRouter, Body, Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
-from sqlalchemy import Engine, select, text
+from sqlalchemy import ColumnElement, Engine, select, text
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -432,12 +432,30 @@ def _redact_health(entry_view: dict[str, Any]) -> dict[str, Any]:
     return entry_view
 
 
-def _region_options(session: Session, user: User) -> list[RegionName]:
-    prefix = access.scope_prefix(user)
-    stmt = select(RegionName).order_by(RegionName.code).limit(REGION_OPTIONS_MAX)
-    if prefix:
-        # A region's own row and everything inside it; higher levels end in zeros.
-        stmt = stmt.where(RegionName.code.startswith(prefix, autoescape=True))
+# Region-code prefix lengths of the five levels, and their names in regions.csv.
+LEVEL_DIGITS: Final[dict[str, int]] = {"省": 2, "市": 4, "县": 6, "乡镇": 9, "村": 12}
+_LEVEL_OF_DIGITS: Final[dict[int, str]] = {d: name for name, d in LEVEL_DIGITS.items()}
+
+
+def _region_options(session: Session, user: User, selected: str | None = None
+                    ) -> list[RegionName]:
+    """The region filter's choices, as a cascade: the way from the user's own region down
+    to the selected one, and the selected one's next level (a county's townships, a
+    township's villages). Choosing one and searching offers the level below it, so a
+    province's thousands of villages never fill one drop-down."""
+    scope = access.scope_prefix(user)
+    chosen = selected if selected and selected.isascii() and selected.isdigit() else None
+    base = chosen if chosen and chosen.startswith(scope) else scope
+    lengths = sorted(LEVEL_DIGITS.values())
+    path = [base[:n].ljust(12, "0") for n in lengths if len(scope) <= n <= len(base)]
+    if scope and len(scope) in lengths:
+        path.append(scope.ljust(12, "0"))
+    below = next((n for n in lengths if n > len(base)), None)
+    where: ColumnElement[bool] = RegionName.code.in_(set(path))
+    if below is not None:
+        where = where | (RegionName.code.startswith(base, autoescape=True)
+                         & (RegionName.level == _LEVEL_OF_DIGITS[below]))
+    stmt = select(RegionName).where(where).order_by(RegionName.code).limit(REGION_OPTIONS_MAX)
     return list(session.scalars(stmt))
 
 
@@ -466,13 +484,17 @@ def _region_path(session: Session, code: str) -> str:
 
 
 def _region_prefix_of(region: RegionName) -> str:
-    digits = {"省": 2, "市": 4, "县": 6, "乡镇": 9, "村": 12}.get(region.level, 12)
-    return region.code[:digits]
+    return region.code[:LEVEL_DIGITS.get(region.level, 12)]
 
 
 def _officers_for(session: Session, entry: Entry) -> list[User]:
+    """Active officers whose region covers the entry's village (its village, township or
+    county), for the assign drop-down."""
+    code = entry.region_code
     users = session.scalars(select(User).where(
-        User.active, User.role.in_((ROLE_VILLAGE, ROLE_TOWNSHIP, ROLE_COUNTY))
+        User.active,
+        User.role.in_((ROLE_VILLAGE, ROLE_TOWNSHIP, ROLE_COUNTY)),
+        User.region_code.in_((code[:6], code[:9], code[:12])),
     ).order_by(User.role, User.username))
     return [u for u in users if access.can_see(u, entry.region_code)]
 
@@ -701,7 +723,7 @@ def _pages(templates: Jinja2Templates, secure: bool) -> APIRouter:
             return _href("/", {**base, "sort": key}, lang)
 
         counts = counts_by_state(session=session, filters=replace(filters, state=None))
-        regions = _region_options(session, a.user)
+        regions = _region_options(session, a.user, q.region)
         context = _context(
             request, lang, a,
             q=q, entries=entries, total=total, page=q.page, pages=pages,
@@ -989,10 +1011,15 @@ def _api(clock: Callable[[], dt.datetime], secure: bool) -> APIRouter:
                 "entry": _entry_json(outcome.entry, clock(), access.sees_health(a.user))}
 
     @router.get("/regions")
-    def api_regions(session: SessionDep, a: ApiAuth) -> list[dict[str, str]]:
-        """The regions the caller may see, with their names."""
+    def api_regions(session: SessionDep, a: ApiAuth,
+                    parent: str | None = None) -> list[dict[str, str]]:
+        """Regions inside the caller's own, as the list's region filter offers them: the
+        way from the caller's region down to ``parent`` (a code prefix), and the level
+        below ``parent``. Pass a returned ``prefix`` as ``region`` to /api/entries."""
+        chosen = _blank_to_none(parent, 12)
         return [{"code": r.code, "name": r.name, "level": r.level,
-                 "prefix": _region_prefix_of(r)} for r in _region_options(session, a.user)]
+                 "prefix": _region_prefix_of(r)}
+                for r in _region_options(session, a.user, chosen)]
 
     return router
 

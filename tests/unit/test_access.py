@@ -203,16 +203,27 @@ def test_a_region_filter_cannot_widen_the_scope(clients: dict[str, TestClient],
 def test_the_counts_and_region_choices_are_scoped(clients: dict[str, TestClient],
                                                   role: str) -> None:
     c = clients[role]
-    html = c.get("/").text
-    names = {"本村": OWN, "邻村": SIBLING, "丙村": COUSIN, "远村": FAR}
-    for name, village in names.items():
-        assert (f"{name}（村）" in html) == (village in SEES[role]), name
-    assert ("乙县" in html) == (role == ROLE_ADMIN)
-    regions = c.get("/api/regions").json()
     prefix = ROLE_REGION[role]
-    assert regions and all(r["code"].startswith(prefix) for r in regions)
-    assert {r["code"] for r in regions} == {code for code, _, _ in REGIONS
-                                            if code.startswith(prefix)}
+    # The region filter is a cascade: walking it down from the user's own region reaches
+    # every region inside it, and nothing outside.
+    seen: set[str] = set()
+    todo: list[str | None] = [None]
+    while todo:
+        parent = todo.pop()
+        for r in c.get("/api/regions", params={"parent": parent} if parent else {}).json():
+            assert r["code"].startswith(prefix), r
+            if r["code"] not in seen:
+                seen.add(r["code"])
+                todo.append(r["prefix"])
+    assert seen == {code for code, _, _ in REGIONS if code.startswith(prefix)}
+    # The page offers the same, level by level: a township chosen, its villages by name.
+    names = {"本村": OWN, "邻村": SIBLING, "丙村": COUSIN, "远村": FAR}
+    html = c.get("/", params={"region": OWN[:9]}).text
+    for name, village in names.items():
+        offered = village in SEES[role] and village.startswith(OWN[:9])
+        assert (f"{name}（村）" in html) == offered, name
+    # a region outside the user's own offers nothing of it
+    assert "远村（村）" not in c.get("/", params={"region": FAR[:9]}).text or role == ROLE_ADMIN
 
 
 @pytest.mark.parametrize("role", ROLES)

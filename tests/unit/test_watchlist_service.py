@@ -530,3 +530,21 @@ def test_a_month_judged_again_replaces_the_stored_alert(session: Session) -> Non
     assert session.scalar(select(AlertRecord.payload)) == encode(again).decode()
     actions = [h.action for h in session.scalars(select(History).order_by(History.id))]
     assert actions == ["created", "alert revised", "severity raised"]
+
+
+def test_a_judgement_again_replaces_what_the_superseded_one_added(session: Session) -> None:
+    """The entry's severity, risk types and rules follow its alerts as they now stand: a
+    reason only the superseded judgement gave does not linger."""
+    early = make_alert(H1, "2026-03", severity="高", alert_id="a-03",
+                       rules=(("job-loss", "因务工就业不稳", "失业"),))
+    other = make_alert(H1, "2026-04", severity="低", alert_id="a-04", risk_type="缺劳动力")
+    again = make_alert(H1, "2026-03", severity="中", alert_id="a-03", risk_type="因病")
+    record_alerts(session=session, alerts=[early, other], now=NOW)
+    assert record_alerts(session=session, alerts=[again], now=NOW).revised == 1
+    entry = session.scalars(select(Entry)).one()
+    assert (entry.severity, entry.risk_type) == ("中", "因病")
+    assert entry.risk_type_list() == sorted(["因病", "缺劳动力"])
+    assert "job-loss" not in entry.rule_list()
+    history = [(h.action, h.old_value, h.new_value)
+               for h in session.scalars(select(History).order_by(History.id))]
+    assert ("severity lowered", "高", "中") in history
