@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-unit lint bench bench-check detection clean
+.PHONY: help install demo test test-unit lint bench bench-check soak bench-web detection clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -32,6 +32,12 @@ bench: install ## Benchmarks against baselines run alongside (~20 min); writes d
 
 bench-check: install ## Fail when the detector is below 5x a plain Faust agent with a Table
 	$(PY) -m fanpin.bench --check 5
+
+soak: install ## 10-minute load test at 2× the benchmark's steady rate: lag and memory over time; writes docs/soak.md
+	$(PY) -m fanpin.soak --out docs/soak.md
+
+bench-web: install ## 1M entries in PostgreSQL: list-page and API latency (~30 min); writes docs/benchmarks-web.md
+	$(PY) -m fanpin.bench_web --out docs/benchmarks-web.md
 
 detection: install ## Detection quality on 20 unseen simulated scenarios vs both anchors; writes docs/detection.md
 	$(PY) scripts/detection_report.py
