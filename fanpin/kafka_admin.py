@@ -133,10 +133,18 @@ class Admin:
         """Block until ``group`` has committed everything published to ``topics`` so far."""
         topics = list(topics)
         deadline = time.monotonic() + timeout
+        lag: int | str = "an unknown number of"
         while True:
-            lag = sum(self.partition_lag(group, topics).values())
-            if lag == 0:
-                return
+            try:
+                lag = sum(self.partition_lag(group, topics).values())
+            except KafkaError as exc:
+                # The broker is restarting or a partition has no leader for a moment: keep
+                # waiting until the deadline rather than give up on the first error.
+                log.info("waiting for the broker (%s)", type(exc).__name__)
+                lag = "an unknown number of"
+            else:
+                if lag == 0:
+                    return
             if alive is not None:
                 alive()  # raises if a process we depend on died
             if time.monotonic() > deadline:

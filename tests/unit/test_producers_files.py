@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import msgspec
@@ -232,13 +231,12 @@ def test_too_many_fields(tmp_path: Path) -> None:
     assert out[-1].code == "wrong_field_count" and out[-1].line == 4
 
 
+@pytest.mark.timeout(120)  # a hang fails the test; how fast it is belongs to the benchmarks
 def test_huge_line_is_a_reject_not_a_hang(tmp_path: Path) -> None:
     big = INCOME_LINES[2].replace("8929.45", "9" * 1_000_000)
     lines = [INCOME_LINES[0], INCOME_LINES[1], big, INCOME_LINES[3]]
     p = write(tmp_path / "2025-04.csv", lines)
-    start = time.perf_counter()
     out = parse(income, p, "income/2025-04.csv")
-    assert time.perf_counter() - start < 2
     assert [type(x) for x in out] == [IncomeReport, Reject, IncomeReport]
     assert out[1].line == 3 and out[1].code == "line_too_long"
     assert len(out[1].message) < 200
