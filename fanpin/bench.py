@@ -65,6 +65,13 @@ REPO = Path(__file__).resolve().parents[1]
 KEY = b"bench-key-0123456789abcdef"
 BATCH = 1000  # events per batch message, as the producers send them
 PARTITIONS = 4
+#: The latency figure's steady publishing rate, rows/s (``--rate``); ``make soak`` publishes
+#: at twice this for ten minutes (``fanpin.soak``).
+LATENCY_RATE = 2000.0
+#: The heap (-Xms and -Xmx) of the broker the benchmark starts.
+BROKER_HEAP = "1g"
+#: A real-time publisher's linger: the latency rig hands rows over in batches this far apart.
+TICK = 0.05
 
 
 # --- small helpers ---------------------------------------------------------------------
@@ -183,8 +190,10 @@ def batched(events: list[Any], partitions: int, size: int = BATCH
 # --- the broker ----------------------------------------------------------------------------
 
 @contextlib.contextmanager
-def local_broker(bootstrap: str | None = None) -> Iterator[str]:
-    """A broker of its own on free ports (stopped at the end), or ``bootstrap``'s."""
+def local_broker(bootstrap: str | None = None, *, jvm_args: tuple[str, ...] = ()
+                 ) -> Iterator[str]:
+    """A broker of its own on free ports (stopped at the end), or ``bootstrap``'s;
+    ``jvm_args`` go to its JVM."""
     from fanpin.broker import LocalBroker
 
     if bootstrap:
@@ -193,7 +202,8 @@ def local_broker(bootstrap: str | None = None) -> Iterator[str]:
 
     home = Path(tempfile.mkdtemp(prefix="fanpin-bench-kafka-"))
     broker = LocalBroker(home=home, port=free_port(), controller_port=free_port(),
-                         libs=REPO / "var" / "kafka" / "libs", heap="1g")
+                         libs=REPO / "var" / "kafka" / "libs", heap=BROKER_HEAP,
+                         extra_jvm_args=jvm_args)
     try:
         broker.ensure_started(timeout=120)
         yield broker.bootstrap
@@ -399,6 +409,43 @@ def run_ingest(bootstrap: str, root: Path, *, batched_publish: bool, jobs: int =
 
 # --- latency ---------------------------------------------------------------------------------
 
+#: One row as the latency rig hands it over: (topic name without the prefix, key, encoded
+#: event, (household, month) for an income row whose alert latency is measured, else None).
+Item = tuple[str, bytes, bytes, tuple[str, str] | None]
+
+
+def latency_item(ev: object) -> Item | None:
+    """Where the latency rig (and ``fanpin.soak``) sends a parsed event: monitoring lines to
+    the reference topic, roster, medical and employment rows to person-events, income
+    reports to household-events; anything else (rejects, regions) is not sent."""
+    if isinstance(ev, MonitoringLine):
+        return ("reference", ev.id.encode(), encode(ev), None)
+    if isinstance(ev, RosterMember | MedicalSettlement | EmploymentEvent):
+        return ("person-events", ev.person.encode(), encode(ev), None)
+    if isinstance(ev, IncomeReport):
+        return ("household-events", ev.household_id.encode(), encode(ev),
+                (ev.household_id, ev.month))
+    return None
+
+
+def hand_over(producer: Any, settings: Any, items: list[Item]) -> int:
+    """One tick's rows to the producer, the way a real-time publisher sends them: a batch
+    message per topic and partition (placed by ``partition_of``), monitoring lines one by
+    one, then a flush. Returns the messages sent."""
+    bufs: dict[tuple[str, int], list[bytes]] = {}
+    sent = 0
+    for topic, key, value, _ in items:
+        if topic == "reference":
+            producer.send(settings.topic(topic), key=key, value=value)
+            sent += 1
+            continue
+        bufs.setdefault((topic, partition_of(key, settings.partitions)), []).append(value)
+    for (topic, p), values in bufs.items():
+        producer.send(settings.topic(topic), value=encode_batch(values), partition=p)
+    producer.flush()
+    return sent + len(bufs)
+
+
 def run_latency(bootstrap: str, root: Path, workdir: Path, *, rate: float,
                 seconds: float) -> tuple[list[float], list[tuple[float, float]]]:
     """Rows of ``root`` published at ``rate`` rows/s (batches every 50 ms, as a real-time
@@ -414,20 +461,11 @@ def run_latency(bootstrap: str, root: Path, workdir: Path, *, rate: float,
     db = var / "watchlist.db"
     var.mkdir(parents=True)
     settings = _settings(bootstrap, var, database_url=f"sqlite:///{db}")
-    items: list[tuple[str, bytes, bytes, tuple[str, str] | None]] = []
-    for ev in parse_scenario(root, Pseudonymiser(KEY)):
-        if isinstance(ev, Reject):
-            continue
-        if isinstance(ev, MonitoringLine):
-            items.append(("reference", ev.id.encode(), encode(ev), None))
-        elif isinstance(ev, RosterMember | MedicalSettlement | EmploymentEvent):
-            items.append(("person-events", ev.person.encode(), encode(ev), None))
-        elif isinstance(ev, IncomeReport):
-            items.append(("household-events", ev.household_id.encode(), encode(ev),
-                          (ev.household_id, ev.month)))
+    items = [it for ev in parse_scenario(root, Pseudonymiser(KEY))
+             if (it := latency_item(ev)) is not None]
     items = items[: int(rate * seconds)]
     handed: dict[tuple[str, str], float] = {}
-    tick = 0.05
+    tick = TICK
     per_tick = max(1, int(rate * tick))
     with Services(settings, need=("worker", "sink")) as services:
         producer = _producer(bootstrap)
@@ -439,17 +477,11 @@ def run_latency(bootstrap: str, root: Path, workdir: Path, *, rate: float,
             if pause > 0:
                 time.sleep(pause)
             now = time.time()
-            bufs: dict[tuple[str, int], list[bytes]] = {}
-            for topic, key, value, mark in items[i:i + per_tick]:
-                if topic == "reference":
-                    producer.send(settings.topic(topic), key=key, value=value)
-                    continue
-                bufs.setdefault((topic, partition_of(key, PARTITIONS)), []).append(value)
+            chunk = items[i:i + per_tick]
+            for _, _, _, mark in chunk:
                 if mark is not None:
                     handed.setdefault(mark, now)
-            for (topic, p), values in bufs.items():
-                producer.send(settings.topic(topic), value=encode_batch(values), partition=p)
-            producer.flush()
+            hand_over(producer, settings, chunk)
         sent_for = time.time() - start
         producer.close()
         assert services.admin is not None
@@ -614,12 +646,8 @@ def run_cost(joined: Joined, blobs: dict[bytes, bytes], households: int) -> tupl
 
 # --- the report ------------------------------------------------------------------------------
 
-def machine() -> str:
-    import aiokafka
-    import faust
-    import kafka
-    import msgspec
-
+def hardware() -> str:
+    """"2 cores (the CPU's model name), 24 GB RAM; Python 3.11.7", for every report."""
     cpu = "?"
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as fh:
         for line in fh:
@@ -627,8 +655,16 @@ def machine() -> str:
                 cpu = line.split(":", 1)[1].strip()
                 break
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GB RAM; Python "
-            f"{platform.python_version()}, faust-streaming {faust.__version__}, aiokafka "
+    return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GB RAM; Python {platform.python_version()}"
+
+
+def machine() -> str:
+    import aiokafka
+    import faust
+    import kafka
+    import msgspec
+
+    return (f"{hardware()}, faust-streaming {faust.__version__}, aiokafka "
             f"{aiokafka.__version__}, kafka-python {kafka.__version__}, msgspec "
             f"{msgspec.__version__}; Apache Kafka {_kafka_version()} (single KRaft node)")
 
@@ -789,7 +825,7 @@ def run(args: argparse.Namespace) -> Report:
                                       "≥ 100,000 rows/s", None))
             rep.figures[-1].met = rep.figures[-1].median >= 100_000
 
-            say("latency at 2,000 rows/s ...")
+            say(f"latency at {args.rate:,.0f} rows/s ...")
             lat, points = run_latency(bootstrap, root, work, rate=args.rate,
                                       seconds=10 if quick else args.latency_seconds)
             p99 = percentile(lat, 0.99)
@@ -845,7 +881,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=3, help="runs per throughput figure")
     ap.add_argument("--households", type=int, default=4000,
                     help="households in the detector scenario (24 months)")
-    ap.add_argument("--rate", type=float, default=2000.0, help="rows/s for the latency run")
+    ap.add_argument("--rate", type=float, default=LATENCY_RATE,
+                    help="rows/s for the latency run")
     ap.add_argument("--latency-seconds", type=float, default=60.0)
     ap.add_argument("--recovery-households", type=int, default=1_000_000)
     ap.add_argument("--quick", action="store_true", help="tiny sizes, one run (a smoke test)")

@@ -39,7 +39,6 @@ import datetime as dt
 import hashlib
 import math
 import os
-import platform
 import pwd
 import random
 import shutil
@@ -59,6 +58,8 @@ from typing import Any, Final, TextIO
 
 from sqlalchemy import Engine, event
 from sqlalchemy.engine import make_url
+
+from fanpin.broker import pid_alive
 
 REPO: Final = Path(__file__).resolve().parents[1]
 DAY: Final = 86400.0
@@ -182,29 +183,15 @@ class PgServer:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(self.pid, signal.SIGINT)  # SIGINT = "fast" shutdown
                 deadline = time.monotonic() + 60
-                while time.monotonic() < deadline and _alive(self.pid):
+                while time.monotonic() < deadline and pid_alive(self.pid):
                     time.sleep(0.1)
-                if _alive(self.pid):
+                if pid_alive(self.pid):
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(self.pid, signal.SIGQUIT)  # immediate shutdown
                 self.pid = None
         finally:
             if remove:
                 shutil.rmtree(self.root, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (our child, not yet reaped) counts as gone.
-    with contextlib.suppress(OSError):
-        if Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z":
-            return False
-    return True
 
 
 def psycopg_connect(url: str, autocommit: bool = False):  # type: ignore[no-untyped-def]
@@ -1234,15 +1221,9 @@ def machine(pg_version: str) -> str:
     import sqlalchemy
     import uvicorn
 
-    cpu = "?"
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as fh:
-        for line in fh:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GB RAM; Python "
-            f"{platform.python_version()}, SQLAlchemy {sqlalchemy.__version__}, uvicorn "
+    from fanpin.bench import hardware
+
+    return (f"{hardware()}, SQLAlchemy {sqlalchemy.__version__}, uvicorn "
             f"{uvicorn.__version__}; {pg_version}")
 
 
