@@ -94,9 +94,11 @@ def step(state: HouseholdState, event: Event, policy: Policy) -> tuple[Household
     months were judged, is not left out of them: a month whose income report comes for the
     first time after a later one is judged then, and the months judged since are judged
     again; so are the months from a late settlement's month on (a settlement settled in a
-    month already judged). A judgement again gives the same alert id; the watch list keeps
-    the latest. A report repeated for a month already judged changes nothing but that
-    month's judgement (the same alert again, which the watch list already holds).
+    month already judged). Only months that still have all their data in the state are
+    judged again (the last ``REJUDGE_MONTHS`` + 1). A judgement again gives the same alert
+    id; the watch list keeps the latest. A report repeated for a month already judged
+    changes nothing but that month's judgement (the same alert again, which the watch list
+    already holds).
     """
     if isinstance(event, IncomeReport):
         month = month_index(event.month)
@@ -122,10 +124,21 @@ def step(state: HouseholdState, event: Event, policy: Policy) -> tuple[Household
     raise TypeError(f"no rule handles {type(event).__name__}")
 
 
+# How far back a month can be judged again: its judgement reads 24 months of income and
+# the settlements of the months before it, and the state keeps 26 and 14 of them, counted
+# from the newest. Older months would be judged on less than they were, so data that comes
+# later than this is kept but judges nothing again (a replay of old files, for example).
+REJUDGE_MONTHS = 2
+
+
 def _judged_since(state: HouseholdState, month: int) -> list[int]:
     """The months from ``month`` on that have been judged (every kept income month up to
-    the latest judged), oldest first."""
-    return sorted(m for m in state.income if month <= m <= state.evaluated_month)
+    the latest judged) and can be judged again on everything they were judged on, oldest
+    first."""
+    newest = max(state.latest_month(),
+                 max((x.month for x in state.settlements.values()), default=-1))
+    first = max(month, newest - REJUDGE_MONTHS)
+    return sorted(m for m in state.income if first <= m <= state.evaluated_month)
 
 
 def _judge(state: HouseholdState, months: Iterable[int], policy: Policy) -> list[Alert]:

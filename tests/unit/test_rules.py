@@ -683,6 +683,27 @@ def test_late_report_is_judged_and_the_months_after_it_judged_again() -> None:
         [income(m, 100) for m in ("2025-04", "2025-05", "2025-06", "2025-07")])[1][-1]
 
 
+def test_a_late_settlement_judges_the_recent_months_again() -> None:
+    history = flat_history("2024-01", "2025-06", 700)
+    state, _ = run(history)
+    state, again = step(state, medical("s-late", "2025-05-20", 30000), policy())
+    assert [a.month for a in again] == ["2025-05", "2025-06"]
+    assert all(r.risk_type == "因病" for a in again for r in a.reasons[:1])
+
+
+def test_old_data_replayed_judges_nothing_new() -> None:
+    """A settlement from before the months the state keeps (a replay of old files) judges
+    only the recent months again, which still hold all they were judged on: the same
+    alerts as before, nothing the watch list would change."""
+    history = flat_history("2024-01", "2025-06", 400)  # below the line: an alert a month
+    state, first = run([*history, medical("s-new", "2025-06-10", 100)])
+    state, again = step(state, medical("s-old", "2024-02-01", 30000), policy())
+    assert "s-old" not in state.settlements  # older than the settlements kept
+    latest = {a.month: a for a in first}
+    assert again and all(a == latest[a.month] for a in again)
+    assert {a.month for a in again} == {"2025-04", "2025-05", "2025-06"}
+
+
 def test_a_repeated_late_report_is_not_judged_again() -> None:
     history = [income("2025-04", 100), income("2025-05", 100), income("2025-06", 100)]
     state, _ = run(history)
