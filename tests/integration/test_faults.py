@@ -65,7 +65,7 @@ from producers.publish import Publisher
 from producers.scenario import load_known_households, scenario_files
 from streams.offline import OfflinePipeline
 from tests.fixtures.kafka import free_port
-from tests.fixtures.postgres import _admin_connect, _Server
+from tests.fixtures.postgres import _admin_connect, _Server, drop_database
 from tests.helpers import cli_env
 
 pytestmark = pytest.mark.integration
@@ -417,15 +417,7 @@ def fresh_run(broker: LocalBroker, postgres_url: str, var_dir: Path) -> Iterator
         yield Run(env=env, settings=settings, database_url=url)
     finally:
         _delete_topics(settings)
-        for attempt in range(5):
-            try:
-                with _admin_connect(postgres_url) as conn:
-                    conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-                break
-            except Exception:
-                if attempt == 4:
-                    raise
-                time.sleep(1)
+        drop_database(postgres_url, name, pause=1)
 
 
 def _delete_topics(settings: Settings) -> None:
