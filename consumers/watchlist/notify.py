@@ -68,6 +68,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from consumers.watchlist.access import BEIJING
 from consumers.watchlist.models import (
     IDENTIFICATION_DAYS,
     OPEN_STATES,
@@ -85,6 +86,7 @@ from consumers.watchlist.models import (
     utcnow,
 )
 from consumers.watchlist.service import SYSTEM_ACTOR
+from consumers.watchlist.workflow import ACTION_ESCALATED
 from fanpin.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -121,8 +123,6 @@ MAX_LINES: Final = 20  # entries listed in one message; the rest are counted
 MARKDOWN_MAX_BYTES: Final = 4000  # WeCom refuses markdown content over 4096 bytes
 CHUNK: Final = 500  # entries per sweep query, rows per UPDATE ... IN (...)
 HTTP_TIMEOUT: Final = 10.0
-BEIJING: Final = dt.timezone(dt.timedelta(hours=8), "CST")
-ACTION_ESCALATED: Final = "escalated"
 # PostgreSQL advisory lock held by the one dispatcher sending at a time (727274 is init_db).
 DISPATCH_LOCK_KEY: Final = 727275
 

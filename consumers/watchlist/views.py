@@ -33,8 +33,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from consumers.watchlist import access, auth, labels, workflow
+from consumers.watchlist.export import HEALTH_RISK_TYPES, export_csv, export_xlsx
 from consumers.watchlist.export import HEALTH_RULES as HEALTH_RULE_NAMES
-from consumers.watchlist.export import export_csv, export_xlsx
 from consumers.watchlist.feeds import feed_summary
 from consumers.watchlist.models import (
     CLOSED_STATES,
@@ -71,7 +71,7 @@ PAGE_SIZE: Final = 50
 SESSION_COOKIE: Final = "fanpin_session"
 LOGIN_COOKIE: Final = "fanpin_login"  # double-submit token for the login form
 # Reasons whose details are health information (only health roles see them).
-HEALTH_RISKS: Final = frozenset({"因病", "因残"})
+HEALTH_RISKS: Final = HEALTH_RISK_TYPES
 HEALTH_DEPTS: Final = frozenset({"medical"})
 HEALTH_RULES: Final = HEALTH_RULE_NAMES
 REGION_OPTIONS_MAX: Final = 3000

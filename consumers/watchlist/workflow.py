@@ -31,6 +31,7 @@ from consumers.watchlist.models import (
     User,
     utcnow,
 )
+from consumers.watchlist.service import ACTION_STATE
 
 ACKNOWLEDGED: Final = "已接收"
 VISITING: Final = "核实中"
@@ -60,7 +61,6 @@ NOTE_MAX: Final = 2000
 ACTION_VIEWED: Final = "viewed"
 ACTION_CLAIMED: Final = "claimed"
 ACTION_ASSIGNED: Final = "assigned"
-ACTION_STATE: Final = "state changed"
 ACTION_IDENTIFIED: Final = "identified"
 ACTION_DISMISSED: Final = "dismissed"
 ACTION_MEASURE: Final = "measure added"
